@@ -1,0 +1,85 @@
+"""NumPy / CuPy dispatch, in one place.
+
+Every difference between the two array libraries lives here. CuPy is imported lazily, on first
+use, so that a CPU-only install never pays for it and never fails because of it.
+"""
+import numpy as np
+
+from ..errors import DeviceError
+
+_cupy = None
+_cupy_checked = False
+
+
+def cupy_module():
+    """The ``cupy`` module, or None when it is not installed (imported once, lazily)."""
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy  # noqa: F401
+            _cupy = cupy
+        except Exception:  # ImportError, or a broken CUDA install
+            _cupy = None
+    return _cupy
+
+
+def is_cupy(array):
+    """True when ``array`` is a cupy.ndarray (checked without importing cupy)."""
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def xp_of(array):
+    """The array module (numpy or cupy) that owns ``array``."""
+    if type(array) is np.ndarray or not is_cupy(array):
+        return np
+    return cupy_module()
+
+
+def device_of(array):
+    """'cuda' for a cupy array, 'cpu' for everything else."""
+    return "cuda" if is_cupy(array) else "cpu"
+
+
+def gpu_available():
+    """True when cupy is importable and sees at least one CUDA device."""
+    cp = cupy_module()
+    if cp is None:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def to_device(array, device):
+    """Copy ``array`` to ``device`` ('cpu' or 'cuda'); the only place host/device copies happen."""
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == device_of(array):
+        return array
+    if device == "cpu":
+        return array.get()
+    if not gpu_available():
+        raise DeviceError(
+            "to('cuda') needs CuPy and a CUDA GPU; "
+            + ("cupy is not installed (pip install 'itnet-np[gpu]')" if cupy_module() is None
+               else "cupy is installed but sees no CUDA device"))
+    return cupy_module().asarray(array)
+
+
+def scatter_add(target, indices, values):
+    """In-place ``target[indices] += values`` that adds repeated indices correctly."""
+    if is_cupy(target):
+        import cupyx
+        cupyx.scatter_add(target, indices, values)
+    else:
+        np.add.at(target, indices, values)
+    return target
+
+
+def default_rng(seed=None, device="cpu"):
+    """A random generator for ``device``."""
+    if device == "cuda":
+        return cupy_module().random.default_rng(seed)
+    return np.random.default_rng(seed)

@@ -1,0 +1,272 @@
+"""The reverse-mode engine: graph nodes, the iterative backward pass, and global modes.
+
+A node records one application of a primitive: the primitive, its inputs (Tensors or constants),
+its keyword parameters, and -- only if the primitive asks -- its output array. A node never refers
+to the Tensor it produced, so graphs hold no reference cycles and are freed by refcounting.
+
+Backward visits nodes in reverse topological order (an iterative depth-first sort, so a chain of
+100 000 ops needs no recursion) and, for each node, calls the VJPs of the inputs that need a
+gradient. Undoing broadcasting, accumulating, the dtype check of every gradient, anomaly checks
+and freeing nodes all happen here, once, for every op.
+"""
+import functools
+
+from ..errors import AnomalyError, DTypeError, GraphError, ShapeError
+
+
+class _State:
+    __slots__ = ("grad_enabled", "anomaly")
+
+    def __init__(self):
+        self.grad_enabled = True
+        self.anomaly = False
+
+
+state = _State()
+
+
+class Node:
+    """One recorded op application (see the module docstring)."""
+
+    __slots__ = ("prim", "inputs", "params", "out", "needs", "site")
+
+    def __init__(self, prim, inputs, params, out, needs):
+        self.prim = prim
+        self.inputs = inputs
+        self.params = params
+        self.out = out
+        self.needs = needs
+        self.site = None
+
+    def parents(self):
+        return [a.node for a, n in zip(self.inputs, self.needs) if n and a.node is not None]
+
+    def free(self):
+        self.inputs = None
+        self.out = None
+        self.params = None
+
+    def __repr__(self):
+        return f"<node {self.prim.name}{' (freed)' if self.inputs is None else ''}>"
+
+
+class _Mode:
+    """Base of the context managers below; each one also works as a decorator."""
+
+    attr = None
+    value = None
+
+    def __enter__(self):
+        self._prev = getattr(state, self.attr)
+        setattr(state, self.attr, self.value)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(state, self.attr, self._prev)
+        return False
+
+    def __call__(self, func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return func(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_Mode):
+    """Disable graph recording: ``with itn.no_grad(): ...`` or ``@itn.no_grad()``."""
+    attr, value = "grad_enabled", False
+
+
+class enable_grad(_Mode):
+    """Re-enable graph recording inside a ``no_grad`` block."""
+    attr, value = "grad_enabled", True
+
+
+class detect_anomaly(_Mode):
+    """Raise AnomalyError on NaN/Inf in any forward output or backward gradient.
+
+    While enabled, every node also records the source line that created it, so the error can
+    say where the offending input came from. When disabled the cost is one flag check per op.
+    """
+    attr, value = "anomaly", True
+
+
+def _toposort(root):
+    """Nodes reachable from ``root``, every consumer before its producers (iterative DFS)."""
+    order = []
+    seen = {root}
+    stack = [(root, iter(_checked_parents(root)))]
+    while stack:
+        node, it = stack[-1]
+        for parent in it:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append((parent, iter(_checked_parents(parent))))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    order.reverse()
+    return order
+
+
+def _checked_parents(node):
+    if node.inputs is None:
+        raise GraphError(
+            f"backward through op '{node.prim.name}' a second time: its graph was freed by the first "
+            "backward. Pass retain_graph=True to the first backward() if you need to backpropagate twice.")
+    return node.parents()
+
+
+def unbroadcast(g, shape):
+    """Sum ``g`` over the axes that broadcasting added or stretched, so that it has ``shape``."""
+    from .ops.reduce import sum as _sum
+    from .ops.shape import reshape
+    lead = g.ndim - len(shape)
+    if lead < 0:
+        raise ShapeError(f"internal: gradient of shape {tuple(g.shape)} cannot reduce to {tuple(shape)}")
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
+    if axes:
+        g = _sum(g, axis=axes)
+    if tuple(g.shape) != tuple(shape):
+        g = reshape(g, shape)
+    return g
+
+
+def run_backward(root, seed, retain_graph=False, create_graph=False, targets=None):
+    """Backpropagate ``seed`` (dL/d root) through the graph of ``root``.
+
+    With ``targets=None`` the gradients of leaves that require grad are accumulated into their
+    ``.grad``. With a list of target Tensors, their gradients are returned (None where a target is
+    unreachable) and no ``.grad`` is touched.
+    """
+    from .tensor import Tensor
+    if root.node is None:
+        if targets is None:
+            if root.requires_grad:
+                _accumulate_leaf(root, seed, create_graph)
+            return None
+        return [seed if t is root else None for t in targets]
+    if create_graph:
+        for node in _toposort(root.node):
+            if not node.prim.twice_differentiable:
+                raise GraphError(
+                    f"op '{node.prim.name}' has no differentiable VJP (a fused kernel): "
+                    "create_graph=True / higher-order gradients are not supported through it")
+        if not isinstance(seed, Tensor):
+            seed = Tensor._wrap(seed, None)
+    elif isinstance(seed, Tensor):
+        seed = seed.data
+    target_nodes = {}
+    target_leaves = {}
+    if targets is not None:
+        for k, t in enumerate(targets):
+            if t.node is not None:
+                target_nodes.setdefault(t.node, []).append(k)
+            else:
+                target_leaves.setdefault(id(t), []).append(k)
+    results = [None] * len(targets) if targets is not None else None
+    leaf_grads = {}
+    grads = {root.node: seed}
+    prev_enabled = state.grad_enabled
+    state.grad_enabled = create_graph
+    try:
+        for node in _toposort(root.node):
+            g = grads.pop(node, None)
+            if g is None:
+                continue
+            if node in target_nodes:
+                for k in target_nodes[node]:
+                    results[k] = g
+            _backprop_node(node, g, create_graph, grads, leaf_grads)
+            if not retain_graph:
+                node.free()
+    finally:
+        state.grad_enabled = prev_enabled
+    if targets is None:
+        for leaf, g in leaf_grads.values():
+            if leaf.requires_grad:
+                _accumulate_leaf(leaf, g, create_graph)
+        return None
+    for key, ks in target_leaves.items():
+        if key in leaf_grads:
+            for k in ks:
+                results[k] = leaf_grads[key][1]
+    return results
+
+
+def _backprop_node(node, g, create_graph, grads, leaf_grads):
+    from .tensor import Tensor
+    prim = node.prim
+    inputs = node.inputs
+    if create_graph:
+        args = inputs
+        out = Tensor._wrap(node.out, node) if node.out is not None else None
+    else:
+        args = [a.data if isinstance(a, Tensor) else a for a in inputs]
+        out = node.out
+    for i, needed in enumerate(node.needs):
+        if not needed:
+            continue
+        vjp = prim.vjps[i] if i < len(prim.vjps) else None
+        if vjp is None:
+            raise GraphError(f"op '{prim.name}' is not differentiable with respect to input {i}")
+        gi = vjp(g, out, *args, **node.params)
+        parent = inputs[i]
+        if gi.shape != parent.data.shape:
+            gi = unbroadcast(gi, parent.data.shape)
+        if gi.dtype != parent.data.dtype:
+            raise DTypeError(
+                f"internal: VJP of '{prim.name}' returned {gi.dtype} for input {i} of dtype {parent.dtype}")
+        if state.anomaly:
+            from .primitive import _check_finite
+            _check_finite(prim, gi.data if isinstance(gi, Tensor) else gi, inputs, f"gradient for input {i}")
+        if parent.node is None:
+            key = id(parent)
+            if key in leaf_grads:
+                leaf_grads[key][1] = leaf_grads[key][1] + gi
+            else:
+                leaf_grads[key] = [parent, gi]
+        else:
+            prev = grads.get(parent.node)
+            grads[parent.node] = gi if prev is None else prev + gi
+
+
+def _accumulate_leaf(leaf, g, create_graph):
+    """``leaf.grad += g`` without ever aliasing ``g`` (or another leaf's gradient)."""
+    from .tensor import Tensor
+    if create_graph:
+        g = g if isinstance(g, Tensor) else Tensor._wrap(g, None)
+        leaf.grad = g if leaf.grad is None else leaf.grad + g
+    else:
+        g = g.data if isinstance(g, Tensor) else g
+        if leaf.grad is None:
+            leaf.grad = Tensor._wrap(g.copy(), None)
+        else:
+            leaf.grad = Tensor._wrap(leaf.grad.data + g, None)
+
+
+def check_seed(root, gradient):
+    """Validate the ``gradient`` argument of ``backward`` and return it as a raw array or Tensor."""
+    from .tensor import Tensor
+    if gradient is None:
+        if root.data.size != 1:
+            raise GraphError(
+                f"backward() on a non-scalar tensor of shape {tuple(root.shape)} needs `gradient`: pass "
+                f"an array of the same shape (dL/d output), or reduce to a scalar first, e.g. y.sum().backward()")
+        return _ones_like(root.data)
+    gdata = gradient.data if isinstance(gradient, Tensor) else gradient
+    if getattr(gdata, "shape", None) != root.data.shape:
+        raise ShapeError(
+            f"backward(gradient=...): gradient has shape {tuple(getattr(gdata, 'shape', ()))}, "
+            f"expected the output's shape {tuple(root.shape)}")
+    if gdata.dtype != root.data.dtype:
+        raise DTypeError(f"backward(gradient=...): gradient is {gdata.dtype}, expected {root.dtype}")
+    return gradient
+
+
+def _ones_like(a):
+    from .backend import xp_of
+    return xp_of(a).ones_like(a)

@@ -1,0 +1,21 @@
+"""Explicit dtype and device conversion: the only places arrays change dtype or device."""
+from ..backend import device_of, to_device as _to_device
+from ..primitive import primitive
+from ._util import raw
+
+
+def _astype(x, dtype):
+    return x.astype(dtype)
+
+
+# The gradient of a cast is the gradient cast back.
+astype = primitive(_astype, "astype").defvjp(lambda g, out, x, dtype: astype(g, dtype=raw(x).dtype))
+
+
+def _move(x, device):
+    return _to_device(x, device)
+
+
+# The gradient of a device copy is the gradient copied back.
+to_device = primitive(_move, "to_device").defvjp(
+    lambda g, out, x, device: to_device(g, device=device_of(raw(x))))

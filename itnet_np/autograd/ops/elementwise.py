@@ -1,0 +1,90 @@
+"""Elementwise ops. Each is a forward on raw arrays and its VJP; the engine undoes broadcasting.
+
+Notation: x, y inputs, out the output, g = dL/d out.
+"""
+import numpy as np
+
+from ..backend import xp_of
+from ..primitive import primitive
+from ._util import raw
+
+
+def _like(mask, x):
+    """A 0/1 (or 0/½/1) float mask in x's dtype, used as a constant inside VJPs."""
+    x = raw(x)
+    return mask.astype(x.dtype) if hasattr(mask, "astype") else np.asarray(mask, dtype=x.dtype)
+
+
+# d(x+y) = dx + dy
+add = primitive(np.add, "add").defvjp(lambda g, out, x, y: g, lambda g, out, x, y: g)
+# d(x-y) = dx - dy
+subtract = primitive(np.subtract, "subtract").defvjp(lambda g, out, x, y: g, lambda g, out, x, y: -g)
+# d(xy) = y dx + x dy
+multiply = primitive(np.multiply, "multiply").defvjp(lambda g, out, x, y: g * y, lambda g, out, x, y: g * x)
+# d(x/y) = dx / y - x/y^2 dy
+divide = primitive(np.divide, "divide").defvjp(
+    lambda g, out, x, y: g / y,
+    lambda g, out, x, y: -g * x / (y * y))
+negative = primitive(np.negative, "negative").defvjp(lambda g, out, x: -g)
+# d(x^y) = y x^(y-1) dx + x^y log(x) dy
+power = primitive(np.power, "power").defvjp(
+    lambda g, out, x, y: g * y * power(x, y - 1),
+    lambda g, out, x, y: g * power(x, y) * log(x))
+# d exp(x) = exp(x) dx
+exp = primitive(np.exp, "exp", save_output=True).defvjp(lambda g, out, x: g * out)
+log = primitive(np.log, "log").defvjp(lambda g, out, x: g / x)
+log1p = primitive(np.log1p, "log1p").defvjp(lambda g, out, x: g / (1 + x))
+# d sqrt(x) = dx / (2 sqrt(x))
+sqrt = primitive(np.sqrt, "sqrt", save_output=True).defvjp(lambda g, out, x: g / (2 * out))
+sin = primitive(np.sin, "sin").defvjp(lambda g, out, x: g * cos(x))
+cos = primitive(np.cos, "cos").defvjp(lambda g, out, x: -g * sin(x))
+# d tanh(x) = (1 - tanh(x)^2) dx
+tanh = primitive(np.tanh, "tanh", save_output=True).defvjp(lambda g, out, x: g * (1 - out * out))
+# sign is piecewise constant: its derivative is zero wherever it is defined.
+sign = primitive(np.sign, "sign").defvjp(lambda g, out, x: g * 0)
+# d|x| = sign(x) dx  (0 at x = 0)
+abs = primitive(np.abs, "abs").defvjp(lambda g, out, x: g * sign(x))
+
+
+def _max_mask(x, y):
+    """1 where x wins, ½ on ties (the subgradient torch uses), 0 where y wins."""
+    x, y = raw(x), raw(y)
+    return _like((x > y) + 0.5 * (x == y), x if hasattr(x, "dtype") else y)
+
+
+maximum = primitive(np.maximum, "maximum").defvjp(
+    lambda g, out, x, y: g * _max_mask(x, y),
+    lambda g, out, x, y: g * _max_mask(y, x))
+minimum = primitive(np.minimum, "minimum").defvjp(
+    lambda g, out, x, y: g * _max_mask(y, x),
+    lambda g, out, x, y: g * _max_mask(x, y))
+
+
+def _where(condition, x, y):
+    return xp_of(x if hasattr(x, "dtype") else y).where(condition, x, y)
+
+
+# where(c, x, y): the gradient goes to x where c holds, to y elsewhere.
+where = primitive(_where, "where").defvjp(
+    None,
+    lambda g, out, c, x, y: where(raw(c), g, g * 0),
+    lambda g, out, c, x, y: where(raw(c), g * 0, g))
+
+
+def _clip(x, a_min=None, a_max=None):
+    return xp_of(x).clip(x, a_min, a_max)
+
+
+def _inside(x, a_min, a_max):
+    """1 where a_min <= x <= a_max (either bound may be None), else 0, in x's dtype."""
+    x = raw(x)
+    keep = x == x
+    if a_min is not None:
+        keep &= x >= raw(a_min)
+    if a_max is not None:
+        keep &= x <= raw(a_max)
+    return _like(keep, x)
+
+
+# clip passes the gradient where a_min <= x <= a_max.
+clip = primitive(_clip, "clip").defvjp(lambda g, out, x, a_min=None, a_max=None: g * _inside(x, a_min, a_max))
