@@ -28,23 +28,19 @@ state = _State()
 class Node:
     """One recorded op application (see the module docstring)."""
 
-    __slots__ = ("prim", "inputs", "params", "out", "needs", "site")
+    __slots__ = ("prim", "inputs", "raw", "params", "out", "needs", "site")
 
-    def __init__(self, prim, inputs, params, out, needs):
+    def __init__(self, prim, inputs, raw, params, out, needs):
         self.prim = prim
-        self.inputs = inputs
+        self.inputs = inputs  # the op's arguments: Tensors and constants
+        self.raw = raw        # the same with each Tensor replaced by its array (fast-path VJPs)
         self.params = params
         self.out = out
         self.needs = needs
         self.site = None
 
-    def parents(self):
-        return [a.node for a, n in zip(self.inputs, self.needs) if n and a.node is not None]
-
     def free(self):
-        self.inputs = None
-        self.out = None
-        self.params = None
+        self.inputs = self.raw = self.out = self.params = None
 
     def __repr__(self):
         return f"<node {self.prim.name}{' (freed)' if self.inputs is None else ''}>"
@@ -92,31 +88,27 @@ class detect_anomaly(_Mode):
     attr, value = "anomaly", True
 
 
-def _toposort(root):
-    """Nodes reachable from ``root``, every consumer before its producers (iterative DFS)."""
-    order = []
-    seen = {root}
-    stack = [(root, iter(_checked_parents(root)))]
+def _consumer_counts(root):
+    """For every node reachable from ``root``: how many edges lead into it from its consumers."""
+    counts = {root: 0}
+    stack = [root]
     while stack:
-        node, it = stack[-1]
-        for parent in it:
-            if parent not in seen:
-                seen.add(parent)
-                stack.append((parent, iter(_checked_parents(parent))))
-                break
-        else:
-            stack.pop()
-            order.append(node)
-    order.reverse()
-    return order
-
-
-def _checked_parents(node):
-    if node.inputs is None:
-        raise GraphError(
-            f"backward through op '{node.prim.name}' a second time: its graph was freed by the first "
-            "backward. Pass retain_graph=True to the first backward() if you need to backpropagate twice.")
-    return node.parents()
+        node = stack.pop()
+        inputs = node.inputs
+        if inputs is None:
+            raise GraphError(
+                f"backward through op '{node.prim.name}' a second time: its graph was freed by the first "
+                "backward. Pass retain_graph=True to the first backward() if you need to backpropagate twice.")
+        for a, needed in zip(inputs, node.needs):
+            if needed:
+                parent = a.node
+                if parent is not None:
+                    if parent in counts:
+                        counts[parent] += 1
+                    else:
+                        counts[parent] = 1
+                        stack.append(parent)
+    return counts
 
 
 def unbroadcast(g, shape):
@@ -138,6 +130,8 @@ def unbroadcast(g, shape):
 def run_backward(root, seed, retain_graph=False, create_graph=False, targets=None):
     """Backpropagate ``seed`` (dL/d root) through the graph of ``root``.
 
+    Nodes are processed in topological order (Kahn's algorithm: a node runs once all of its
+    consumers have sent their gradient), so no recursion and no explicit sort are needed.
     With ``targets=None`` the gradients of leaves that require grad are accumulated into their
     ``.grad``. With a list of target Tensors, their gradients are returned (None where a target is
     unreachable) and no ``.grad`` is touched.
@@ -149,8 +143,9 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
                 _accumulate_leaf(root, seed, create_graph)
             return None
         return [seed if t is root else None for t in targets]
+    counts = _consumer_counts(root.node)
     if create_graph:
-        for node in _toposort(root.node):
+        for node in counts:
             if not node.prim.twice_differentiable:
                 raise GraphError(
                     f"op '{node.prim.name}' has no differentiable VJP (a fused kernel): "
@@ -170,19 +165,67 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
     results = [None] * len(targets) if targets is not None else None
     leaf_grads = {}
     grads = {root.node: seed}
+    ready = [root.node]
+    anomaly = state.anomaly
     prev_enabled = state.grad_enabled
     state.grad_enabled = create_graph
     try:
-        for node in _toposort(root.node):
-            g = grads.pop(node, None)
-            if g is None:
-                continue
-            if node in target_nodes:
+        # The hot loop of the engine: kept flat (no helper calls) because it runs once per node.
+        while ready:
+            node = ready.pop()
+            g = grads.pop(node)
+            if target_nodes and node in target_nodes:
                 for k in target_nodes[node]:
                     results[k] = g
-            _backprop_node(node, g, create_graph, grads, leaf_grads)
+            prim = node.prim
+            inputs = node.inputs
+            if create_graph:
+                args = inputs
+                out = Tensor._wrap(node.out, node) if node.out is not None else None
+            else:
+                args = node.raw
+                out = node.out
+            vjps = prim.vjps
+            params = node.params
+            i = -1
+            for needed in node.needs:
+                i += 1
+                if not needed:
+                    continue
+                vjp = vjps[i] if i < len(vjps) else None
+                if vjp is None:
+                    raise GraphError(f"op '{prim.name}' is not differentiable with respect to input {i}")
+                gi = vjp(g, out, *args, **params)
+                parent = inputs[i]
+                pdata = parent.data
+                if gi.shape != pdata.shape:
+                    gi = unbroadcast(gi, pdata.shape)
+                if gi.dtype is not pdata.dtype and gi.dtype != pdata.dtype:
+                    raise DTypeError(f"internal: VJP of '{prim.name}' returned {gi.dtype} for input {i} "
+                                     f"of dtype {pdata.dtype}")
+                if anomaly:
+                    from .primitive import _check_finite
+                    _check_finite(prim, gi.data if isinstance(gi, Tensor) else gi, inputs,
+                                  f"gradient for input {i}")
+                pnode = parent.node
+                if pnode is None:
+                    key = id(parent)
+                    if key in leaf_grads:
+                        entry = leaf_grads[key]
+                        entry[1] = entry[1] + gi
+                    else:
+                        leaf_grads[key] = [parent, gi]
+                else:
+                    if pnode in grads:
+                        grads[pnode] = grads[pnode] + gi
+                    else:
+                        grads[pnode] = gi
+                    left = counts[pnode] - 1
+                    counts[pnode] = left
+                    if not left:
+                        ready.append(pnode)
             if not retain_graph:
-                node.free()
+                node.inputs = node.raw = node.out = node.params = None
     finally:
         state.grad_enabled = prev_enabled
     if targets is None:
@@ -195,43 +238,6 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
             for k in ks:
                 results[k] = leaf_grads[key][1]
     return results
-
-
-def _backprop_node(node, g, create_graph, grads, leaf_grads):
-    from .tensor import Tensor
-    prim = node.prim
-    inputs = node.inputs
-    if create_graph:
-        args = inputs
-        out = Tensor._wrap(node.out, node) if node.out is not None else None
-    else:
-        args = [a.data if isinstance(a, Tensor) else a for a in inputs]
-        out = node.out
-    for i, needed in enumerate(node.needs):
-        if not needed:
-            continue
-        vjp = prim.vjps[i] if i < len(prim.vjps) else None
-        if vjp is None:
-            raise GraphError(f"op '{prim.name}' is not differentiable with respect to input {i}")
-        gi = vjp(g, out, *args, **node.params)
-        parent = inputs[i]
-        if gi.shape != parent.data.shape:
-            gi = unbroadcast(gi, parent.data.shape)
-        if gi.dtype != parent.data.dtype:
-            raise DTypeError(
-                f"internal: VJP of '{prim.name}' returned {gi.dtype} for input {i} of dtype {parent.dtype}")
-        if state.anomaly:
-            from .primitive import _check_finite
-            _check_finite(prim, gi.data if isinstance(gi, Tensor) else gi, inputs, f"gradient for input {i}")
-        if parent.node is None:
-            key = id(parent)
-            if key in leaf_grads:
-                leaf_grads[key][1] = leaf_grads[key][1] + gi
-            else:
-                leaf_grads[key] = [parent, gi]
-        else:
-            prev = grads.get(parent.node)
-            grads[parent.node] = gi if prev is None else prev + gi
 
 
 def _accumulate_leaf(leaf, g, create_graph):

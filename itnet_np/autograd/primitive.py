@@ -65,12 +65,13 @@ class Primitive:
         dtype = None
         on_gpu = None
         for i, a in enumerate(args):
-            if isinstance(a, Tensor):
+            if type(a) is Tensor or isinstance(a, Tensor):
                 if raw is None:
                     raw = list(args)
                 d = raw[i] = a.data
-                requires = requires or a.requires_grad
-            elif type(a) in _SCALARS or a is None:
+                if a.requires_grad:
+                    requires = True
+            elif a is None or type(a) in _SCALARS:
                 continue
             else:
                 d = a
@@ -80,14 +81,14 @@ class Primitive:
             if kind.kind == "f":
                 if dtype is None:
                     dtype = kind
-                elif kind != dtype:
+                elif kind is not dtype and kind != dtype:
                     raise DTypeError(
                         f"{self.name}: cannot mix {dtype} and {kind} inputs; convert one explicitly "
                         f"(e.g. x.astype('{dtype}')): itnet-np never upcasts silently")
-            gpu = type(d) is not np.ndarray and getattr(d, "__cuda_array_interface__", None) is not None
+            gpu = type(d) is not np.ndarray and hasattr(d, "__cuda_array_interface__")
             if on_gpu is None:
                 on_gpu = gpu
-            elif gpu != on_gpu:
+            elif gpu is not on_gpu:
                 raise DeviceError(
                     f"{self.name}: inputs live on different devices (cpu and cuda); "
                     "move them with .to('cpu') or .to('cuda') first")
@@ -99,8 +100,9 @@ class Primitive:
             _check_finite(self, out, args, "forward output")
         if not (requires and state.grad_enabled):
             return Tensor._wrap(out, None)
-        needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        node = Node(self, args, params, out if self.save_output else None, needs)
+        needs = tuple([type(a) is Tensor and a.requires_grad or isinstance(a, Tensor) and a.requires_grad
+                       for a in args])
+        node = Node(self, args, raw, params, out if self.save_output else None, needs)
         if state.anomaly:
             node.site = _creation_site()
         return Tensor._wrap(out, node)
