@@ -1,0 +1,129 @@
+"""Pointwise activations, each one primitive whose VJP is written with ops (so it differentiates again).
+
+Notation: x input, out output, g = dL/d out; s(x) = 1 / (1 + exp(-x)) is the logistic sigmoid,
+Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal cdf and pdf.
+"""
+import math
+
+from ...autograd.backend import is_cupy, xp_of
+from ...autograd.ops import exp, tanh, where
+from ...autograd.ops._util import raw
+from ...autograd.primitive import primitive
+from ...errors import ConfigError
+
+
+def _mask(condition, x):
+    """A 0/1 mask in x's dtype: a constant inside a VJP."""
+    return condition.astype(raw(x).dtype)
+
+
+# relu(x) = max(x, 0);  d relu = 1[x > 0] dx  (torch's choice: 0 at x = 0)
+relu_p = primitive(lambda x: xp_of(x).maximum(x, 0), "relu").defvjp(
+    lambda g, out, x: g * _mask(raw(x) > 0, x))
+
+
+def relu(x):
+    """relu(x) = max(x, 0), elementwise; the gradient at 0 is 0."""
+    return relu_p(x)
+
+
+def _sigmoid(x):
+    # exp(-|x|) never overflows; the two branches are the same function written for x >= 0 and x < 0.
+    xp = xp_of(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# d s(x) = s (1 - s) dx
+sigmoid_p = primitive(_sigmoid, "sigmoid", save_output=True).defvjp(lambda g, out, x: g * out * (1 - out))
+
+
+def sigmoid(x):
+    """sigmoid(x) = 1 / (1 + exp(-x)), elementwise, computed without overflow for any |x|."""
+    return sigmoid_p(x)
+
+
+# silu(x) = x s(x);  d silu = (s + x s (1 - s)) dx
+def _silu_vjp(g, out, x):
+    s = sigmoid_p(x)
+    return g * (s + x * s * (1 - s))
+
+
+silu_p = primitive(lambda x: x * _sigmoid(x), "silu").defvjp(_silu_vjp)
+
+
+def silu(x):
+    """silu(x) = x * sigmoid(x) (a.k.a. swish), elementwise."""
+    return silu_p(x)
+
+
+def _softplus(x, beta=1.0, threshold=20.0):
+    xp = xp_of(x)
+    bx = x * beta
+    # log(1 + e^t) = max(t, 0) + log1p(e^-|t|): no overflow for large t, no cancellation for small.
+    smooth = (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
+    return xp.where(bx > threshold, x, smooth)
+
+
+# d softplus = s(beta x) dx below the threshold, dx above it (where torch returns x itself).
+softplus_p = primitive(_softplus, "softplus").defvjp(
+    lambda g, out, x, beta=1.0, threshold=20.0:
+        where(raw(x) * beta > threshold, g, g * sigmoid_p(x * beta)))
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """softplus(x) = log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as torch)."""
+    if not beta > 0:
+        raise ConfigError(f"softplus: beta must be > 0, got {beta!r}")
+    return softplus_p(x, beta=float(beta), threshold=float(threshold))
+
+
+def _erf_raw(x):
+    if is_cupy(x):
+        from cupyx.scipy import special
+    else:
+        from scipy import special
+    return special.erf(x)
+
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+# erf is needed inside gelu's VJP with a derivative of its own: d erf(x) = 2/sqrt(pi) exp(-x^2) dx.
+erf_p = primitive(_erf_raw, "erf").defvjp(lambda g, out, x: g * (_TWO_OVER_SQRT_PI * exp(-(x * x))))
+
+
+def erf(x):
+    """erf(x) = 2/sqrt(pi) int_0^x exp(-t^2) dt, elementwise."""
+    return erf_p(x)
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_K = math.sqrt(2.0 / math.pi)  # tanh approximation: u = K (x + C x^3)
+_C = 0.044715
+
+
+def _gelu(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1 + xp_of(x).tanh(_K * (x + _C * x * x * x)))
+    return 0.5 * x * (1 + _erf_raw(x * _INV_SQRT2))
+
+
+def _gelu_vjp(g, out, x, approximate="none"):
+    if approximate == "tanh":
+        # d/dx [x (1 + t) / 2] = (1 + t) / 2 + x (1 - t^2) K (1 + 3 C x^2) / 2,  t = tanh(u)
+        t = tanh(_K * (x + _C * x * x * x))
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (_K * (1 + 3 * _C * x * x)))
+    # d/dx [x Phi(x)] = Phi(x) + x phi(x)
+    return g * (0.5 * (1 + erf_p(x * _INV_SQRT2)) + x * (_INV_SQRT_2PI * exp(-0.5 * (x * x))))
+
+
+gelu_p = primitive(_gelu, "gelu").defvjp(_gelu_vjp)
+
+
+def gelu(x, approximate="none"):
+    """gelu(x) = x Phi(x) with Phi the standard normal cdf (exact, via erf), elementwise.
+
+    ``approximate='tanh'``: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as torch.
+    """
+    if approximate not in ("none", "tanh"):
+        raise ConfigError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return gelu_p(x, approximate=approximate)

@@ -1,0 +1,27 @@
+"""Affine map with torch's weight layout: y = x W^T + b, W of shape (out_features, in_features).
+
+Leading axes of x are flattened into one so that the forward and both weight-gradient products
+are single 2-D matrix products (dW = g^T x sums over every leading position in one GEMM).
+"""
+from ...autograd.ops import matmul, reshape, transpose
+from ...autograd.ops._util import raw
+from ...errors import ShapeError
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight.T + bias.  x: (..., in), weight: (out, in), bias: (out,) or None -> (..., out)."""
+    w = raw(weight)
+    xs = tuple(raw(x).shape)
+    if w.ndim != 2:
+        raise ShapeError(f"linear: weight must be (out_features, in_features), got shape {tuple(w.shape)}")
+    if len(xs) == 0 or xs[-1] != w.shape[1]:
+        raise ShapeError(
+            f"linear: input of shape {xs} does not match weight of shape {tuple(w.shape)}: "
+            f"expected input (..., {w.shape[1]})")
+    if bias is not None and tuple(raw(bias).shape) != (w.shape[0],):
+        raise ShapeError(f"linear: bias has shape {tuple(raw(bias).shape)}, expected ({w.shape[0]},)")
+    x2 = x if len(xs) == 2 else reshape(x, (-1, xs[-1]))
+    y = matmul(x2, transpose(weight))
+    if bias is not None:
+        y = y + bias
+    return y if len(xs) == 2 else reshape(y, xs[:-1] + (w.shape[0],))

@@ -1,0 +1,59 @@
+"""softmax and log_softmax along one axis: each a single primitive that saves its output.
+
+    softmax(x)_i     = exp(x_i - m) / sum_j exp(x_j - m),          m = max_j x_j
+    log_softmax(x)_i = x_i - m - log sum_j exp(x_j - m)
+
+Subtracting the max makes both exact for any finite input (nothing overflows). With y the output
+and g = dL/dy, the VJPs are
+
+    softmax:      y * (g - sum_j g_j y_j)
+    log_softmax:  g - exp(y) * sum_j g_j
+
+written with ops, so they differentiate again (y is the op's own output, itself a graph node).
+"""
+import numbers
+
+from ...autograd.backend import xp_of
+from ...autograd.ops import exp
+from ...autograd.ops import sum as _sum
+from ...autograd.ops._util import normalize_axis, raw
+from ...autograd.primitive import primitive
+
+
+def _shifted(x, axis):
+    m = x.max(axis=axis, keepdims=True)
+    # A row that is all -inf has max -inf; shifting by it would give nan, so leave such rows alone
+    # (they come out nan anyway, as in torch: softmax over nothing is undefined).
+    return x - xp_of(x).where(xp_of(x).isfinite(m), m, 0)
+
+
+def _softmax(x, axis=-1):
+    e = xp_of(x).exp(_shifted(x, axis))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis=-1):
+    z = _shifted(x, axis)
+    return z - xp_of(x).log(xp_of(x).exp(z).sum(axis=axis, keepdims=True))
+
+
+softmax_p = primitive(_softmax, "softmax", save_output=True).defvjp(
+    lambda g, out, x, axis=-1: out * (g - _sum(g * out, axis=axis, keepdims=True)))
+log_softmax_p = primitive(_log_softmax, "log_softmax", save_output=True).defvjp(
+    lambda g, out, x, axis=-1: g - exp(out) * _sum(g, axis=axis, keepdims=True))
+
+
+def _axis(x, axis, name):
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name}: axis must be an int, got {type(axis).__name__} {axis!r}")
+    return normalize_axis(int(axis), raw(x).ndim)[0]
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along ``axis`` (an int); same shape as x; rows sum to 1."""
+    return softmax_p(x, axis=_axis(x, axis, "softmax"))
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along ``axis``, computed without forming softmax (no log of 0)."""
+    return log_softmax_p(x, axis=_axis(x, axis, "log_softmax"))
