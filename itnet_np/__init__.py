@@ -10,6 +10,8 @@ from .autograd import (  # noqa: F401
     gradgradcheck, no_grad, primitive, set_default_dtype, tensor, value_and_grad, vjp)
 from .autograd.ops import *  # noqa: F401,F403
 from .autograd.ops import abs, sum  # noqa: F401  (shadow builtins on purpose, like numpy)
+from . import io, nn, optim  # noqa: F401,E402
+from .io import load, save  # noqa: F401
 from .errors import (  # noqa: F401
     AnomalyError, CheckpointError, ConfigError, DeviceError, DTypeError, GraphError, ITNetError,
     ShapeError)

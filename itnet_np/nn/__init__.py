@@ -1,1 +1,12 @@
-"""(filled in by its issue)"""
+"""Neural-network building blocks: Module and Parameter, conventional layers, initialisers.
+
+    import itnet_np as itn
+    model = itn.nn.MLP([2, 64, 64, 2], activation="relu", rng=0)
+    logits = model(itn.tensor(x))
+    model.state_dict()        # {'layers.0.weight': array, ...}
+
+``itn.nn.functional`` holds the stateless functions the layers call; ``itn.nn.init`` the initialisers.
+"""
+from . import functional, init  # noqa: F401
+from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, ModuleList, Sequential  # noqa: F401
+from .module import Module, Parameter  # noqa: F401
