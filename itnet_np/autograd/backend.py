@@ -69,7 +69,13 @@ def to_device(array, device):
 
 
 def scatter_add(target, indices, values):
-    """In-place ``target[indices] += values`` that adds repeated indices correctly."""
+    """In-place ``target[indices] += values`` that adds repeated indices correctly.
+
+    ``values`` is broadcast to the indexed shape first: NumPy 2.4's ``np.add.at`` mis-sums when it
+    has to broadcast values against a multi-dimensional index.
+    """
+    xp = xp_of(target)
+    values = xp.broadcast_to(values, target[indices].shape)
     if is_cupy(target):
         import cupyx
         cupyx.scatter_add(target, indices, values)

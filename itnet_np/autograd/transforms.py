@@ -50,7 +50,9 @@ def vjp(f, *primals):
             elif isinstance(g, Tensor):
                 result.append(g)
             else:
-                result.append(Tensor._wrap(g, None))
+                # A VJP may pass the cotangent through untouched (reshape, add): copy so that the
+                # returned gradient never aliases the caller's cotangent.
+                result.append(Tensor._wrap(g.copy(), None))
         return tuple(result)
 
     return out, vjp_fn
