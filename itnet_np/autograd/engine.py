@@ -111,6 +111,31 @@ def _consumer_counts(root):
     return counts
 
 
+def reaches_outside(root, inputs):
+    """True when the graph of ``root`` depends on a leaf that requires grad and is not in ``inputs``.
+
+    Function transforms use it to decide whether their backward pass must itself be recorded:
+    an outer computation may differentiate through a closed-over tensor.
+    """
+    if root.node is None:
+        return False
+    own = {id(t) for t in inputs}
+    seen = {root.node}
+    stack = [root.node]
+    while stack:
+        node = stack.pop()
+        for a, needed in zip(node.inputs or (), node.needs):
+            if not needed:
+                continue
+            if a.node is None:
+                if id(a) not in own:
+                    return True
+            elif a.node not in seen:
+                seen.add(a.node)
+                stack.append(a.node)
+    return False
+
+
 def unbroadcast(g, shape):
     """Sum ``g`` over the axes that broadcasting added or stretched, so that it has ``shape``."""
     from .ops.reduce import sum as _sum
@@ -244,8 +269,9 @@ def _accumulate_leaf(leaf, g, create_graph):
     """``leaf.grad += g`` without ever aliasing ``g`` (or another leaf's gradient)."""
     from .tensor import Tensor
     if create_graph:
+        from .ops.convert import copy
         g = g if isinstance(g, Tensor) else Tensor._wrap(g, None)
-        leaf.grad = g if leaf.grad is None else leaf.grad + g
+        leaf.grad = copy(g) if leaf.grad is None else leaf.grad + g
     else:
         g = g.data if isinstance(g, Tensor) else g
         if leaf.grad is None:

@@ -96,6 +96,8 @@ class Primitive:
             # Raw arrays in, raw array out: the fast path VJPs run on.
             return self.forward(*args, **params)
         out = self.forward(*raw, **params)
+        if type(out) is not np.ndarray and isinstance(out, np.generic):
+            out = np.asarray(out)  # NumPy returns scalars from 0-d ops; a Tensor always holds an array
         if state.anomaly:
             _check_finite(self, out, args, "forward output")
         if not (requires and state.grad_enabled):

@@ -100,7 +100,7 @@ class Tensor:
         if self.device != "cpu":
             from ..errors import DeviceError
             raise DeviceError("this tensor lives on cuda; call .to('cpu') before converting to numpy")
-        return self.data if dtype is None else self.data.astype(dtype)
+        return np.asarray(self.data, dtype=dtype)
 
     # ----- conversion -------------------------------------------------------------------------
     def numpy(self):

@@ -5,7 +5,7 @@ When an argument already belongs to an outer graph (a Tensor that requires grad)
 pass is itself recorded, so transforms nest: ``grad(grad(f))`` gives second derivatives.
 """
 from ..errors import GraphError, ShapeError
-from .engine import check_seed, run_backward
+from .engine import check_seed, reaches_outside, run_backward
 from .tensor import Tensor
 
 
@@ -41,14 +41,16 @@ def vjp(f, *primals):
         if not out.requires_grad:
             return tuple(_zeros_like(t) for t in inputs)
         seed = check_seed(out, cotangent)
-        create = nested or (isinstance(seed, Tensor) and seed.requires_grad)
+        create = (nested or (isinstance(seed, Tensor) and seed.requires_grad)
+                  or reaches_outside(out, inputs))
         grads = run_backward(out, seed, retain_graph=True, create_graph=create, targets=inputs)
         result = []
         for t, g in zip(inputs, grads):
             if g is None:
                 result.append(_zeros_like(t))
             elif isinstance(g, Tensor):
-                result.append(g)
+                from .ops.convert import copy
+                result.append(copy(g))
             else:
                 # A VJP may pass the cotangent through untouched (reshape, add): copy so that the
                 # returned gradient never aliases the caller's cotangent.

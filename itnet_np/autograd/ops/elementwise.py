@@ -2,6 +2,8 @@
 
 Notation: x, y inputs, out the output, g = dL/d out.
 """
+import math
+
 import numpy as np
 
 from ..backend import xp_of
@@ -26,10 +28,21 @@ divide = primitive(np.divide, "divide").defvjp(
     lambda g, out, x, y: g / y,
     lambda g, out, x, y: -g * x / (y * y))
 negative = primitive(np.negative, "negative").defvjp(lambda g, out, x: -g)
+
+
+def _power_dy(g, out, x, y):
+    xr = raw(x)
+    if type(xr) in (int, float):
+        # A Python base stays a Python float: a numpy float64 log would upcast a float32 gradient.
+        return g * power(x, y) * (math.log(xr) if xr > 0 else 0.0 if xr == 0 else math.nan)
+    # x^y log x -> 0 as x -> 0+ (y > 0): log(1) at x == 0 gives that limit instead of 0 * -inf = NaN,
+    # and keeps the second derivative finite too.
+    zero = xr == 0
+    return g * power(x, y) * log(where(zero, 1.0, x) if zero.any() else x)
+
+
 # d(x^y) = y x^(y-1) dx + x^y log(x) dy
-power = primitive(np.power, "power").defvjp(
-    lambda g, out, x, y: g * y * power(x, y - 1),
-    lambda g, out, x, y: g * power(x, y) * log(x))
+power = primitive(np.power, "power").defvjp(lambda g, out, x, y: g * y * power(x, y - 1), _power_dy)
 # d exp(x) = exp(x) dx
 exp = primitive(np.exp, "exp", save_output=True).defvjp(lambda g, out, x: g * out)
 log = primitive(np.log, "log").defvjp(lambda g, out, x: g / x)
@@ -75,16 +88,30 @@ def _clip(x, a_min=None, a_max=None):
     return xp_of(x).clip(x, a_min, a_max)
 
 
-def _inside(x, a_min, a_max):
-    """1 where a_min <= x <= a_max (either bound may be None), else 0, in x's dtype."""
+# clip(x, lo, hi) = minimum(maximum(x, lo), hi); x keeps the gradient on ties with a bound (as torch).
+# d/dx: 1 where lo <= x <= hi; d/dlo: 1 where x < lo <= hi; d/dhi: 1 where maximum(x, lo) > hi.
+def _clip_dx(g, out, x, a_min=None, a_max=None):
     x = raw(x)
-    keep = x == x
+    keep = ~xp_of(x).isnan(x)
     if a_min is not None:
-        keep &= x >= raw(a_min)
+        keep = keep & (x >= raw(a_min))
     if a_max is not None:
-        keep &= x <= raw(a_max)
-    return _like(keep, x)
+        keep = keep & (x <= raw(a_max))
+    return g * _like(keep, x)
 
 
-# clip passes the gradient where a_min <= x <= a_max.
-clip = primitive(_clip, "clip").defvjp(lambda g, out, x, a_min=None, a_max=None: g * _inside(x, a_min, a_max))
+def _clip_dmin(g, out, x, a_min, a_max=None):
+    x, lo = raw(x), raw(a_min)
+    keep = x < lo
+    if a_max is not None:
+        keep = keep & (lo <= raw(a_max))
+    return g * _like(keep, lo)
+
+
+def _clip_dmax(g, out, x, a_min, a_max):
+    x, hi = raw(x), raw(a_max)
+    low = x if a_min is None else xp_of(x).maximum(x, raw(a_min))
+    return g * _like(low > hi, hi)
+
+
+clip = primitive(_clip, "clip").defvjp(_clip_dx, _clip_dmin, _clip_dmax)
