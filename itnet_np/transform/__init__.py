@@ -1,1 +1,58 @@
-"""(filled in by its issue)"""
+"""The ITNet operator: a learnable integral transform, and the kernels it is built from.
+
+    y_i = sum_h W_O^h sum_{j in S(i)} n_h(w_j, K^h(p_i, p_j, f_i, f_j)) W_V^h f_j  +  W_skip f_i + b
+
+Design note
+-----------
+*Pieces.* :class:`IntegralTransform` (operator.py) owns the value/output/skip maps and composes four
+independent choices: a **kernel** (kernels/), a **quadrature** w_j (quadrature.py: uniform, mean,
+learned, or given per call), a **normalisation** n_h (normalization.py: none, sum = Nadaraya-Watson,
+softmax = attention, with a stable log-sum-exp) and a **support** S(i) (support.py: causal, strictly
+causal, window, radius, explicit mask; empty rows give zeros). Positions are (N, D) or (B, N, D), or
+implied by a 1-D grid (positions.py, ``grid_positions`` for D-dimensional grids). Everything is
+composed from engine ops, so autograd (any order) flows through the dense reference path.
+
+*Kernel interface.* Every kernel splits into per-point work and a per-pair combine:
+``proj = kernel.project(query, source)`` computes per-point arrays (a :class:`Projection` whose
+``query`` dict runs over N on axis 1 and ``source`` dict over M), ``kernel.scores(proj)`` combines
+them into dense scores (B, H, N, M), and ``kernel.scores(proj.tile(i, j))`` is the (i, j) tile.
+``kernel.source_weights(proj)`` optionally contributes quadrature weights (B, H, M). The MLPKernel
+additionally exposes its first layer in factorised form, ``kernel.factors(proj) -> (a, b, x, y, W,
+W2, b2, act)`` with pre_ijk = a_ik + b_jk + sum_r W_kr x_ir y_jr, s^h_ij = sum_k W2_hk act(pre_ijk) + b2_h.
+
+*Backends.* ``IntegralTransform(..., backend='dense')`` evaluates A = n(w, s) densely and A @ v.
+A fused backend is a function ``fn(kernel, proj, values, weights, mask, normalization) -> (B, H, N, d)``
+registered with ``backends.register_backend(name, fn, supports)``; ``backend='numba'`` imports
+``itnet_np.transform.fused`` (which registers itself) and ``'auto'`` picks the first registered
+backend whose ``supports(kernel, normalization, weights, mask)`` is true, else 'dense'. A fused
+backend works tile by tile from the projection (``proj.tile`` or ``kernel.factors``) and keeps a
+running max and sum for softmax; its parity test is against 'dense'.
+
+*Implicit mode.* :class:`Volterra` (volterra.py) solves y = Phi(T_K[y], x) with T_K made strictly
+causal, by forward substitution or Picard iteration; ``shift_transform`` is the lag-1 T_K of
+Elman/GRU/LSTM recurrences.
+"""
+from . import backends  # noqa: F401
+from .backends import available_backends, register_backend  # noqa: F401
+from .kernels import (  # noqa: F401
+    DecayKernel,
+    DotProductKernel,
+    Kernel,
+    LowRankKernel,
+    MLPKernel,
+    Points,
+    Projection,
+    RelativeBias,
+    SelectiveKernel,
+    StencilKernel,
+    SumKernel,
+    alibi_slopes,
+    conv_offsets,
+    t5_bucket,
+)
+from .normalization import NORMALIZATIONS, transform_matrix  # noqa: F401
+from .operator import IntegralTransform  # noqa: F401
+from .positions import as_positions, grid_positions, relative_offsets  # noqa: F401
+from .quadrature import QUADRATURES, LearnedQuadrature  # noqa: F401
+from .support import Support  # noqa: F401
+from .volterra import Volterra, shift_transform  # noqa: F401

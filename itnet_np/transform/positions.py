@@ -1,0 +1,77 @@
+"""Point positions: grids, validation, relative offsets.
+
+Positions are arrays of shape (N, D) (shared by the batch) or (B, N, D). Internally they are kept
+as (1 or B, N, D) so that every kernel can broadcast them against batch-first features (B, N, C).
+When no positions are given, the points are taken to be a 1-D grid, p_i = i (D = 1); that is the
+sequence convention every conventional layer (conv, attention, SSM) uses.
+"""
+import numpy as np
+
+from ..autograd.backend import xp_of
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, ShapeError, describe
+
+
+def grid_positions(shape, spacing=1.0, origin=0.0, dtype=None):
+    """Integer grid of ``shape`` = (n_1, ..., n_D) as positions, shape (prod(shape), D).
+
+    Row ``r`` is the multi-index of the r-th point in C (row-major) order, times ``spacing``, plus
+    ``origin``; so features flattened with ``x.reshape(B, -1, C)`` from (B, n_1, ..., n_D, C) line up
+    with these rows. ``spacing`` and ``origin`` are scalars or length-D sequences.
+    """
+    shape = tuple(int(n) for n in (shape if np.iterable(shape) else (shape,)))
+    if not shape or any(n < 1 for n in shape):
+        raise ConfigError(f"grid_positions: shape must be a non-empty tuple of positive ints, got {shape}")
+    from ..autograd.tensor import get_default_dtype
+    dtype = np.dtype(dtype or get_default_dtype())
+    axes = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    grid = np.stack([a.reshape(-1) for a in axes], axis=-1).astype(dtype)
+    return grid * np.asarray(spacing, dtype) + np.asarray(origin, dtype)
+
+
+def as_positions(positions, batch, n, dtype, name="positions", dim=None, xp=np):
+    """Validate ``positions`` and return them as (1 or B, N, D) (a Tensor stays a Tensor).
+
+    ``None`` gives the sequence grid p_i = i of shape (1, N, 1) in ``dtype``. Integer arrays are
+    converted to ``dtype`` (grid indices are exact in floating point); floating arrays must already
+    be ``dtype`` (itnet-np never casts floats silently). ``dim``: the position dimension D the
+    kernel needs, or None for any. ``xp``: the array module (numpy or cupy) of the implied grid.
+    """
+    if positions is None:
+        if dim not in (None, 1):
+            raise ShapeError(f"{name}: the kernel works on {dim}-D positions, so they must be given "
+                             f"explicitly as (N, {dim}) or (B, N, {dim}); only 1-D grids are implied")
+        return xp.arange(n, dtype=dtype).reshape(1, n, 1)
+    data = positions.data if isinstance(positions, Tensor) else positions
+    if not hasattr(data, "shape"):
+        data = positions = np.asarray(positions)
+    if data.dtype.kind in "iub":
+        positions = data = data.astype(dtype)
+    want = f"({n}, D) or ({batch}, {n}, D)" if dim is None else f"({n}, {dim}) or ({batch}, {n}, {dim})"
+    ok = data.ndim == 2 and data.shape[0] == n or data.ndim == 3 and data.shape[1] == n \
+        and data.shape[0] in (1, batch)
+    if not ok or (dim is not None and data.shape[-1] != dim):
+        raise ShapeError(f"{name}: expected shape {want}, got {describe(data)}")
+    if data.ndim == 2:
+        from ..autograd.ops import reshape
+        positions = reshape(positions, (1,) + tuple(data.shape))
+    return positions
+
+
+def relative_offsets(query_positions, source_positions):
+    """Raw offsets p_j - p_i, shape (1 or B, N, M, D), for position-only constants (masks, tables)."""
+    q = query_positions.data if isinstance(query_positions, Tensor) else query_positions
+    s = source_positions.data if isinstance(source_positions, Tensor) else source_positions
+    return s[:, None, :, :] - q[:, :, None, :]
+
+
+def integer_offsets(query_positions, source_positions, what):
+    """p_j - p_i for 1-D positions as an int64 array (1 or B, N, M); raises if not integral."""
+    delta = relative_offsets(query_positions, source_positions)
+    if delta.shape[-1] != 1:
+        raise ShapeError(f"{what}: needs 1-D positions (D = 1), got D = {delta.shape[-1]}")
+    xp = xp_of(delta)
+    rounded = xp.rint(delta[..., 0])
+    if delta.size and float(xp.abs(delta[..., 0] - rounded).max()) > 1e-6:
+        raise ConfigError(f"{what}: relative positions must be integers (a grid); got non-integer offsets")
+    return rounded.astype(np.int64)

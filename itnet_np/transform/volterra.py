@@ -1,0 +1,125 @@
+"""Implicit (Volterra) mode: the sequence y solving  y = Phi(T_K[y], x).
+
+For a driving input x (B, T, Cx) at 1-D positions p_0 < ... < p_{T-1} and an unknown y (B, T, Cy),
+
+    z_t = T_K[y]_t = IntegralTransform(queries (p_t, x_t), sources (boundary, then (p_s, y_s)))
+    y_t = Phi(z_t, x_t)
+
+where the transform is made STRICTLY causal here (a source counts for query t only if p_s < p_t),
+ANDed with its own support. Then z_t depends on y only through y_s, s < t, and the equation is a
+discrete Volterra equation of the second kind with a unique solution:
+
+    forward substitution   y_t = Phi(T_K[y_{<t}]_t, x_t), t = 0, 1, ...: exact, T sequential steps;
+    Picard iteration       y^(k+1) = Phi(T_K[y^(k)], x) from any y^(0): y^(k)_t is exact for every
+                           t < k (by induction on t), so T iterations give the exact solution.
+
+The boundary is a set of extra sources (B, Nb, Cy) at positions before the sequence (default
+-Nb, ..., -1): an initial state. A recurrence h_t = F(h_{t-1}, x_t) is this equation with the
+lag-1 shift T_K[y]_t = y_{t-1} (``shift_transform``: StencilKernel([-1]) with identity maps),
+the initial state h_{-1} as the boundary at p = -1 and Phi(z, x) = F(z, x). An unknown made of
+several arrays (the LSTM's (h, c)) is their concatenation along the feature axis; Phi splits it.
+Both solvers are built from engine ops, so gradients flow to x, the boundary and all parameters.
+"""
+import numpy as np
+
+from ..autograd import ops
+from ..autograd.ops._util import raw
+from ..errors import ConfigError, ShapeError, describe
+from ..nn.module import Module
+from .kernels.stencil import StencilKernel
+from .operator import IntegralTransform
+from .positions import as_positions
+
+METHODS = ("substitution", "picard")
+
+
+def shift_transform(features, lag=1, query_features=None, dtype=None):
+    """T_K[y]_t = y_{t-lag}: an IntegralTransform (features -> features) with the one-tap stencil at
+    offset -lag, W_V = W_O = I, no bias. ``query_features``: width of the queries' x (default
+    ``features``); the kernel ignores them."""
+    if int(lag) < 1:
+        raise ConfigError(f"shift_transform: lag must be >= 1 (strictly causal), got {lag!r}")
+    t = IntegralTransform(features, features, StencilKernel([-int(lag)], dtype=dtype),
+                          query_features=query_features, bias=False, dtype=dtype)
+    t.W_V.data[...] = np.eye(features)
+    t.W_O.data[...] = np.eye(features)
+    return t
+
+
+class Volterra(Module):
+    """``Volterra(transform, cell)``: solves y = cell(transform[y], x) (see the module docstring).
+
+    ``transform`` is an IntegralTransform with in_features = Cy (the unknown's width) and
+    query_features = Cx; ``cell(z, x)`` maps z (B, T', Cout) and x (B, T', Cx) to y (B, T', Cy)
+    for any T' (it is called per step by substitution and on whole sequences by Picard).
+    """
+
+    def __init__(self, transform, cell):
+        super().__init__()
+        if not isinstance(transform, IntegralTransform):
+            raise ConfigError(f"Volterra: transform must be an IntegralTransform, got {type(transform).__name__}")
+        self.transform = transform
+        self.cell = cell
+
+    def forward(self, x, boundary=None, method="substitution", iterations=None, initial=None,
+                positions=None, boundary_positions=None, return_iterates=False):
+        """y (B, T, Cy). method 'substitution' (exact) or 'picard' (``iterations`` sweeps, default T,
+        from ``initial`` (B, T, Cy), default zeros). ``return_iterates`` (Picard): also return the
+        list [y^(1), ..., y^(k)]."""
+        if method not in METHODS:
+            raise ConfigError(f"Volterra: unknown method {method!r}; expected one of {METHODS}")
+        x_shape = tuple(x.shape)
+        if len(x_shape) != 3 or x_shape[2] != self.transform.query_features:
+            raise ShapeError(f"Volterra: x must be (B, T, {self.transform.query_features}), got "
+                             f"{describe(raw(x))}")
+        B, T = x_shape[0], x_shape[1]
+        Cy, dtype = self.transform.in_features, raw(x).dtype
+        pos = raw(as_positions(positions, B, T, dtype, "positions", 1))
+        if boundary is None:
+            boundary = np.zeros((B, 0, Cy), dtype)
+        if len(boundary.shape) != 3 or boundary.shape[0] != B or boundary.shape[2] != Cy:
+            raise ShapeError(f"Volterra: boundary must be ({B}, Nb, {Cy}), got {describe(raw(boundary))}")
+        nb = boundary.shape[1]
+        if boundary_positions is None:
+            boundary_positions = np.arange(-nb, 0, dtype=dtype).reshape(1, nb, 1)
+        bpos = raw(as_positions(boundary_positions, B, nb, dtype, "boundary_positions", 1))
+        if method == "substitution":
+            if return_iterates:
+                raise ConfigError("Volterra: return_iterates is only for method='picard'")
+            return self._substitute(x, boundary, pos, bpos)
+        return self._picard(x, boundary, pos, bpos, T if iterations is None else int(iterations),
+                            initial, return_iterates)
+
+    def _apply(self, x, query_pos, sources, source_pos):
+        """z = T_K[sources] at the queries, strictly causal in position."""
+        keep = raw(source_pos)[:, None, :, 0] < query_pos[:, :, None, 0]
+        return self.transform(x, positions=query_pos, source=sources, source_positions=source_pos, mask=keep)
+
+    def _substitute(self, x, boundary, pos, bpos):
+        rows = []
+        for t in range(x.shape[1]):
+            sources = ops.concatenate([boundary] + rows, axis=1) if rows else boundary
+            source_pos = _broadcast_cat(bpos, pos[:, :t])
+            x_t = x[:, t:t + 1]
+            rows.append(self.cell(self._apply(x_t, pos[:, t:t + 1], sources, source_pos), x_t))
+        return ops.concatenate(rows, axis=1)
+
+    def _picard(self, x, boundary, pos, bpos, iterations, initial, return_iterates):
+        B, T = x.shape[0], x.shape[1]
+        y = np.zeros((B, T, self.transform.in_features), raw(x).dtype) if initial is None else initial
+        if tuple(y.shape) != (B, T, self.transform.in_features):
+            raise ShapeError(f"Volterra: initial must be ({B}, {T}, {self.transform.in_features}), got "
+                             f"{describe(raw(y))}")
+        source_pos = _broadcast_cat(bpos, pos)
+        iterates = []
+        for _ in range(iterations):
+            y = self.cell(self._apply(x, pos, ops.concatenate([boundary, y], axis=1), source_pos), x)
+            iterates.append(y)
+        return (y, iterates) if return_iterates else y
+
+
+def _broadcast_cat(a, b):
+    """Concatenate position arrays (1|B, n, 1) along axis 1, broadcasting their batch axes."""
+    lead = max(a.shape[0], b.shape[0])
+    return np.concatenate([np.broadcast_to(a, (lead,) + a.shape[1:]),
+                           np.broadcast_to(b, (lead,) + b.shape[1:])], axis=1)
