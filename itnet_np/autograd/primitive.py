@@ -24,6 +24,10 @@ from .engine import Node, state
 from .tensor import Tensor
 
 _SCALARS = (int, float, bool)
+# NumPy < 2 promotes a 0-d float32 array times a Python float to float64 (value-based casting
+# treats both as scalars); NumPy 2 keeps float32 (NEP 50). On old NumPy, Python floats are given
+# the tensors' dtype explicitly so that "Python scalars take the tensor's dtype" holds everywhere.
+_LEGACY_PROMOTION = int(np.__version__.split(".")[0]) < 2
 
 
 class Primitive:
@@ -95,6 +99,8 @@ class Primitive:
         if raw is None:
             # Raw arrays in, raw array out: the fast path VJPs run on.
             return self.forward(*args, **params)
+        if _LEGACY_PROMOTION and dtype is not None:
+            raw = [np.asarray(a, dtype) if type(a) is float else a for a in raw]
         out = self.forward(*raw, **params)
         if type(out) is not np.ndarray and isinstance(out, np.generic):
             out = np.asarray(out)  # NumPy returns scalars from 0-d ops; a Tensor always holds an array
