@@ -5,7 +5,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 
@@ -55,20 +54,9 @@ def machine():
 
 
 def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as JSON to ``path`` atomically (the project's one atomic writer)."""
+    from itnet_np.io import write_json
+    write_json(path, obj)
 
 
 def markdown_table(header, rows):

@@ -25,7 +25,7 @@ from collections import namedtuple
 from ._version import __version__
 
 # Modules that register more subcommands when imported (e.g. "itnet_np.transform.verify_cli").
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("itnet_np.verify",)
 
 _Command = namedtuple("_Command", "name help arguments run")
 _COMMANDS = {}

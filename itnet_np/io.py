@@ -20,6 +20,7 @@ and fsync'ed, then moved over the target with ``os.replace``; if anything fails 
 untouched and the temporary file is removed. Every problem on loading (missing, not a zip,
 truncated, no metadata, foreign format, missing or mismatched arrays) raises CheckpointError.
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -79,15 +80,27 @@ def save(path, obj, compress=False):
     meta = {"format": FORMAT, "version": VERSION, "tree": tree,
             "arrays": {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()}}
     meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    writer = np.savez_compressed if compress else np.savez
+    with atomic_write(path) as f:
+        writer(f, **{META_KEY: meta_bytes}, **arrays)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file beside ``path``; on success, fsync it and rename it onto ``path``.
+
+    A crash or exception at any point leaves the previous file untouched and no temporary file
+    behind. Used for checkpoints and every result file the project writes.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, mode) as f:
             # mkstemp makes the file private (0600); give it the mode a plain open() would have had.
             os.chmod(tmp, _file_mode(path))
-            writer = np.savez_compressed if compress else np.savez
-            writer(f, **{META_KEY: meta_bytes}, **arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -98,6 +111,13 @@ def save(path, obj, compress=False):
             pass
         raise
     _fsync_directory(directory)
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def _file_mode(path):

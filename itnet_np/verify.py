@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from .cli import subcommand
 from .errors import ConfigError
 
 # Modules whose import registers reductions (each proofs module registers its own).
@@ -145,3 +146,32 @@ def format_table(results):
         for f in r["failures"][:3]:
             out.append(f"  {r['reduction']}: {f}")
     return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def _verify_arguments(parser):
+    parser.add_argument("--trials", type=int, default=5, help="random configurations per reduction (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random configurations (default 0)")
+    parser.add_argument("--only", metavar="NAME", help="run only the reductions whose name contains NAME")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON (atomically) to PATH")
+
+
+@subcommand("verify", help="run every reduction (conv, attention, SSMs, recurrences) on random "
+            "configurations against the independent references", arguments=_verify_arguments)
+def _verify(args):
+    import sys
+
+    if args.trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {args.trials}")
+    results = run_suite(trials=args.trials, seed=args.seed, only=args.only, progress=sys.stderr.isatty())
+    print(format_table(results))
+    failed = [r["reduction"] for r in results if not r["passed"]]
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    if args.json:
+        from .io import write_json
+        from ._version import __version__
+        write_json(args.json, {"itnet_np": __version__, "trials": args.trials, "seed": args.seed,
+                               "only": args.only, "results": results, "passed": not failed})
+        print(f"report written to {args.json}")
+    return 1 if failed else 0
+
