@@ -1,0 +1,195 @@
+"""Linear attention is an RNN, and both are one ITNet integral transform (Katharopoulos et al. 2020).
+
+With per-head projections q_i = W_q^h x_i, k_j = W_k^h x_j, v_j = W_v^h x_j and a positive feature
+map phi (elu + 1), causal linear attention is (theory.md section 5)
+
+    V'_i = phi(q_i)^T sum_{j<=i} phi(k_j) v_j^T / phi(q_i)^T sum_{j<=i} phi(k_j)
+
+Parallel (ITNet) form: the LowRankKernel s^h_ij = phi(W_q^h x_i) . phi(W_k^h x_j) with
+normalization='sum' (A_ij = s_ij / sum_{l in S(i)} s_il, Nadaraya-Watson) and the causal support
+S(i) = {j <= i}, value map W_V = W_v and output map W_O = out_proj (identity when absent):
+
+    y_i = W_O [ sum_{j<=i} A^h_ij v^h_j ]_h + b_O.
+
+Recurrent (RNN) form: because s_ij is a rank-r inner product, sum_{j<=i} s_ij v_j = phi(q_i)^T S_i
+with S_i = S_{i-1} + phi(k_i) v_i^T and the normaliser phi(q_i)^T Z_i, Z_i = Z_{i-1} + phi(k_i).
+The two agree to rounding (<= 1e-12 in float64) when the reference's eps is 0; fast-transformers adds
+eps = 1e-6 to the denominator, which makes the equality hold only to ~eps relative. The causal
+normaliser includes the current token (j <= i). Non-causal: S(i) = all j (support 'full').
+
+Biases: the operator's LowRankKernel has no bias on W_q / W_k, so when q_bias or k_bias is given the
+layer appends a constant 1 feature to x and the bias as an extra column of W_q / W_k (and a zero
+column of W_v); v_bias is the operator's b_V and out_bias its b.
+
+Proof: tests/proofs/test_linear_attention.py.
+"""
+import numpy as np
+
+from ..autograd import ops
+from ..autograd.ops._util import raw
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, ShapeError
+from ..nn.module import Module, Parameter
+from ..transform import IntegralTransform, LowRankKernel
+from ..verify import Measurement, directional_gradient_error, max_abs, reduction
+from .reference import causal_linear_attention_recurrent_ref
+
+__all__ = ["LinearAttention", "linear_attention_as_itnet", "linear_attention_weights"]
+
+_NAMES = ("q_weight", "k_weight", "v_weight", "out_weight", "q_bias", "k_bias", "v_bias", "out_bias")
+
+
+def _shape(a):
+    return None if a is None else tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
+
+
+class LinearAttention(Module):
+    """Linear attention layer as an IntegralTransform (module docstring). ``forward(x, mask=None)``:
+    x (B, L, C) -> (B, L, C_out); mask (L, L) or (B, L, L) bool, True = keep, ANDed with the support.
+
+    Holds the conventional weights under their torch names (arrays become Parameters, Tensors are
+    kept as given so backward reaches them) and maps them onto ``self.transform`` on every call.
+    """
+
+    def __init__(self, q_weight, k_weight, v_weight, num_heads, out_weight=None, q_bias=None, k_bias=None,
+                 v_bias=None, out_bias=None, causal=True, feature_map="elu+1"):
+        super().__init__()
+        weights = dict(zip(_NAMES, (q_weight, k_weight, v_weight, out_weight,
+                                    q_bias, k_bias, v_bias, out_bias)))
+        H = int(num_heads)
+        if H < 1:
+            raise ConfigError(f"linear_attention: num_heads must be >= 1, got {num_heads!r}")
+        qs, vs = _shape(q_weight), _shape(v_weight)
+        if len(qs) != 2 or qs[0] % H:
+            raise ShapeError(f"linear_attention: q_weight must be (num_heads * r, C) with num_heads = {H}, "
+                             f"got shape {qs}")
+        if len(vs) != 2 or vs[0] % H or vs[1] != qs[1]:
+            raise ShapeError(f"linear_attention: v_weight must be (num_heads * d_v, C) = ({H} * d_v, "
+                             f"{qs[1]}), got shape {vs}")
+        C, E = qs[1], vs[0]
+        expected = {"k_weight": qs, "out_weight": (_shape(out_weight) or (E, E))[:1] + (E,),
+                    "q_bias": qs[:1], "k_bias": qs[:1], "v_bias": (E,)}
+        expected["out_bias"] = expected["out_weight"][:1]
+        for name, shape in expected.items():
+            got = _shape(weights[name])
+            if got is not None and got != shape:
+                raise ShapeError(f"linear_attention: {name} must have shape {shape}, got {got}")
+        dtype = next((w.dtype for w in weights.values() if isinstance(w, Tensor)), np.dtype(np.float64))
+        for name, value in weights.items():
+            if value is not None and not isinstance(value, Tensor):
+                value = Parameter(np.array(value, dtype=dtype))
+            setattr(self, name, value)
+        self.num_heads, self.in_features, self.causal = H, C, bool(causal)
+        self.augment = q_bias is not None or k_bias is not None
+        width = C + int(self.augment)
+        kernel = LowRankKernel(width, heads=H, feature_dim=qs[0] // H, feature_map=feature_map, dtype=dtype)
+        self.transform = IntegralTransform(width, expected["out_weight"][0], kernel, embed_dim=E,
+                                           normalization="sum", support="causal" if causal else "full",
+                                           bias=out_bias is not None, value_bias=v_bias is not None,
+                                           dtype=dtype)
+        for module, names in ((kernel, ("W_q", "W_k")), (self.transform, ("W_V", "b_V", "W_O", "b"))):
+            for name in names:
+                if name in module._parameters:
+                    delattr(module, name)
+        self._bind()
+
+    def _bind(self):
+        """Map the conventional weights onto the kernel and the operator (engine ops only)."""
+        op, kernel = self.transform, self.transform.kernel
+        wq, wk, wv = self.q_weight, self.k_weight, self.v_weight
+        if self.augment:
+            def column(bias, rows):
+                if bias is None:
+                    return Tensor(np.zeros((rows, 1), wq.dtype))
+                return ops.expand_dims(bias, 1)
+            wq = ops.concatenate([wq, column(self.q_bias, wq.shape[0])], axis=1)
+            wk = ops.concatenate([wk, column(self.k_bias, wk.shape[0])], axis=1)
+            wv = ops.concatenate([wv, column(None, wv.shape[0])], axis=1)
+        kernel.W_q, kernel.W_k, op.W_V, op.b_V, op.b = wq, wk, wv, self.v_bias, self.out_bias
+        op.W_O = self.out_weight
+        if op.W_O is None:                                   # no out_proj: the heads are concatenated
+            op.W_O = Tensor(np.eye(op.embed_dim, dtype=wq.dtype))
+
+    def forward(self, x, mask=None):
+        shape = _shape(x)
+        if len(shape) != 3 or shape[2] != self.in_features:
+            raise ShapeError(f"LinearAttention: x must be (B, L, {self.in_features}), got shape {shape}")
+        self._bind()
+        if self.augment:
+            x = x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=self.q_weight.dtype))
+            x = ops.concatenate([x, Tensor(np.ones(shape[:2] + (1,), x.dtype))], axis=-1)
+        return self.transform(x, mask=mask)
+
+
+def linear_attention_as_itnet(q_weight, k_weight, v_weight, num_heads, out_weight=None, q_bias=None,
+                              k_bias=None, v_bias=None, out_bias=None, causal=True, feature_map="elu+1"):
+    """The ITNet layer equal to linear attention with these projections (torch Linear layout):
+
+        q = x W_q^T + b_q, k = x W_k^T + b_k, v = x W_v^T + b_v, split into num_heads heads (rows grouped
+        by head, like nn.MultiheadAttention), out = concat_h(V'^h) W_o^T + b_o (W_o = I when None).
+
+    q_weight, k_weight (H r, C); v_weight (H d_v, C); out_weight (C_out, H d_v). causal: j <= i, else all j.
+    Equals ``causal_linear_attention_recurrent_ref(q, k, v)`` (eps = 0) merged over heads and projected.
+    """
+    return LinearAttention(q_weight, k_weight, v_weight, num_heads, out_weight, q_bias, k_bias, v_bias,
+                           out_bias, causal, feature_map)
+
+
+def linear_attention_weights(layer):
+    """Reverse map: the conventional weights (arrays, torch layout) of a LinearAttention, or of an
+    IntegralTransform with a LowRankKernel and normalization='sum' (no augmented bias column there).
+
+    Returns a dict with q_weight, k_weight, v_weight, out_weight, q_bias, k_bias, v_bias, out_bias
+    (None where absent), num_heads and causal.
+    """
+    if isinstance(layer, LinearAttention):
+        out = {name: None if getattr(layer, name) is None else np.array(raw(getattr(layer, name)))
+               for name in _NAMES}
+        return dict(out, num_heads=layer.num_heads, causal=layer.causal)
+    if not isinstance(layer, IntegralTransform) or not isinstance(layer.kernel, LowRankKernel) \
+            or layer.normalization != "sum" or layer.kernel.feature_map_name != "elu+1":
+        raise ConfigError("linear_attention_weights: expected a LinearAttention or an IntegralTransform with "
+                          "a LowRankKernel (feature_map 'elu+1') and normalization='sum'")
+    if layer.W_skip is not None or layer.support.window is not None or layer.support.radius is not None \
+            or layer.support.kind == "strict_causal":
+        raise ConfigError(f"linear_attention_weights: the transform has a skip map or support "
+                          f"{layer.support!r}; linear attention has neither")
+    get = lambda a: None if a is None else np.array(raw(a))
+    return {"q_weight": get(layer.kernel.W_q), "k_weight": get(layer.kernel.W_k), "v_weight": get(layer.W_V),
+            "out_weight": get(layer.W_O), "q_bias": None, "k_bias": None, "v_bias": get(layer.b_V),
+            "out_bias": get(layer.b), "num_heads": layer.heads, "causal": layer.support.kind == "causal"}
+
+
+def _conventional_linear_attention(x, weights, num_heads, attention=causal_linear_attention_recurrent_ref):
+    """The conventional layer on arrays: project x (B, L, C) with ``weights`` (dict of torch-layout arrays,
+    keys as ``linear_attention_weights``), run ``attention(q, k, v)`` on (B, H, L, d) heads, merge and
+    project."""
+    def project(name):
+        y = x @ np.asarray(weights[name + "_weight"]).T
+        bias = weights.get(name + "_bias")
+        y = y if bias is None else y + bias
+        return np.moveaxis(y.reshape(y.shape[:2] + (num_heads, -1)), 2, 1)
+    heads = attention(project("q"), project("k"), project("v"))
+    y = np.moveaxis(heads, 1, 2).reshape(x.shape[:2] + (-1,))
+    if weights.get("out_weight") is not None:
+        y = y @ np.asarray(weights["out_weight"]).T
+    return y if weights.get("out_bias") is None else y + weights["out_bias"]
+
+
+@reduction("linear attention = RNN")
+def _verify_linear_attention(rng):
+    """ITNet LowRankKernel (elu+1, 'sum', causal) == recurrent linear attention (eps = 0), with biases."""
+    n_batch, L, C, H, r, dv = (int(v) for v in rng.integers(1, [2, 10, 4, 3, 3, 3], endpoint=True))
+    shapes = {"q_weight": (H * r, C), "k_weight": (H * r, C), "v_weight": (H * dv, C),
+              "out_weight": (C, H * dv), "q_bias": (H * r,), "k_bias": (H * r,), "v_bias": (H * dv,),
+              "out_bias": (C,)}
+    names = [n for n in shapes if "weight" in n or rng.random() < 0.5]
+    inputs = [rng.standard_normal((n_batch, L, C))] + [rng.standard_normal(shapes[n]) for n in names]
+
+    def itnet(x, *ws):
+        return linear_attention_as_itnet(num_heads=H, **dict(zip(names, ws)))(x)
+
+    def reference(x, *ws):
+        return _conventional_linear_attention(x, dict(zip(names, ws)), H)
+    return Measurement(forward=max_abs(itnet(*inputs), reference(*inputs)),
+                       gradient=directional_gradient_error(itnet, reference, inputs, rng))
