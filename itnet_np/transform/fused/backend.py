@@ -1,0 +1,192 @@
+"""The 'numba' backend of IntegralTransform: the operator's call mapped onto one fused engine op.
+
+Contract (backends.py): ``fused(kernel, proj, values, weights, mask, normalization) -> (B, H, N, dv)``
+must equal the dense reference, with gradients. The kernel's per-point projections (engine Tensors
+computed by ``kernel.project``) are the fused op's inputs, so the engine carries gradients upstream to
+features, positions and every kernel parameter; the op itself is a single graph node.
+
+DotProductKernel, s_ij = scale q_i . k_j (- m_h |i - j| with ALiBi) -> fused_attention:
+    q, k   proj (B, N, H, d) -> (B, H, N, d);  ALiBi -> alibi_slopes, only when the positions are the
+           index grid up to a common shift (p_i = i + c, p_j = j + c), since the raw kernel uses |i - j|
+    w_j    'none':    A_ij v_j = s_ij (w_j v_j)                     -> v' = w v
+           'sum':     y_i = sum_j s_ij w_j v_j / sum_j s_ij w_j     -> 'none' on v' = [w v | w], then divide
+           'softmax': w_j e^{s_ij} = e^{s_ij + log w_j}              -> q' = [q | 1], k' = [k | log w / scale];
+                      sources with w_j <= 0 are masked (the dense path's log 0 = -inf)
+MLPKernel -> fused_mlp with kernel.factors(proj) = (a, b, x, y, W, W2, b2, act) and w (ones when None;
+    under softmax w <= 0 becomes 0 through ``where``, so its gradient is 0 as in the dense path).
+
+Support: the operator hands a dense bool mask (1|B, N, M). ``band_of`` reads off the tightest index
+band holding it (causal j <= i, window |i - j| <= w), which the raw kernels use to skip whole tiles;
+the mask itself is passed on only where it differs from that band.
+
+Not fused (``supports`` is False, 'auto' uses dense, an explicit backend='numba' raises ConfigError):
+other kernel families, T5 / learned relative biases (an N x M table whose gradient needs an N x M
+buffer), activations the raw MLP kernel lacks, arrays that are not NumPy (CuPy), and at call time
+ALiBi on positions that are not the index grid, or softmax weights with scale = 0.
+"""
+import numpy as np
+
+from ...autograd import ops
+from ...autograd.ops._util import raw
+from ...errors import ConfigError
+from .. import backends
+from ..kernels.dot import DotProductKernel
+from ..kernels.mlp import MLPKernel
+from ._tiles import ACTIVATIONS
+from .engine_ops import fused_attention, fused_mlp
+
+NAME = "numba"
+# 'auto' fuses from this many (query, source) pairs N M on, per (family, itemsize): the measured
+# crossover of forward + backward time, dense vs fused (warm), IntegralTransform(16 -> 16, H = 2,
+# B = 2, softmax) on a 2-core CPU. Dot: fused/dense time 0.9 (f64) / 1.0 (f32) at 32^2, 0.7 / 0.6 at
+# 48^2, 0.05 / 0.02 at 256^2. MLP (hidden 16 / 32): f64 at 128^2 0.9 / 0.65, at 256^2 0.4 / 0.35;
+# f32 at 128^2 1.1 / 1.3, at 192^2 0.6 / 0.9, at 256^2 0.65 / 0.45 (noisy: a shared machine).
+MIN_PAIRS = {("dot", 8): 48 * 48, ("dot", 4): 48 * 48, ("mlp", 8): 128 * 128, ("mlp", 4): 192 * 192}
+
+
+def band_of(mask):
+    """(causal, window, rest) for a bool mask (..., N, M): the tightest causal (j <= i) / window
+    (|i - j| <= w) index band containing every kept pair, and ``rest`` = None when the mask equals
+    that band (for every leading index), else the mask itself. All-False masks give (False, None, mask).
+    """
+    mask = np.asarray(mask)
+    n, m = mask.shape[-2:]
+    flat = mask.reshape(-1, n, m)
+    rows = flat.any(-1)
+    if not rows.any():
+        return False, None, mask
+    i = np.arange(n)
+    first = flat.argmax(-1)
+    last = m - 1 - flat[..., ::-1].argmax(-1)
+    causal = bool((last <= i)[rows].all())
+    below = int((i - first)[rows].max())           # max (i - j) over kept pairs
+    above = 0 if causal else int((last - i)[rows].max())
+    window = max(below, above, 0)
+    if window >= max(n, m) - 1:
+        window = None
+    lo = np.zeros(n, np.int64) if window is None else np.maximum(i - window, 0)
+    hi = np.full(n, m) if not causal else np.minimum(i + 1, m)
+    if window is not None:
+        hi = np.minimum(hi, i + window + 1)
+    count = np.maximum(hi - lo, 0)
+    rest = None if (flat.sum(-1) == count).all() else mask
+    return causal, window, rest
+
+
+def _decline(kernel, normalization, weights):
+    """Why this call cannot be fused (a string), or None; static facts only (no data)."""
+    if isinstance(kernel, DotProductKernel):
+        bias = kernel.position_bias
+        if bias is not None and bias.kind != "alibi":
+            return (f"DotProductKernel with position_bias={bias.kind!r} (an N x M table: its gradient "
+                    "needs an N x M buffer)")
+        return None
+    if isinstance(kernel, MLPKernel):
+        if kernel.activation_name not in ACTIVATIONS:
+            name = kernel.activation_name or "a callable"
+            return f"MLPKernel activation {name!r} (fused: {sorted(ACTIVATIONS)})"
+        return None
+    return f"{type(kernel).__name__} (fused: DotProductKernel, MLPKernel)"
+
+
+def _grid_shift(proj):
+    """True when query and source positions are i + c and j + c (one common c): ALiBi's |p_i - p_j|
+    is then the raw kernel's |i - j|."""
+    pq, ps = raw(proj.query["p"]), raw(proj.source["p"])
+    if pq.shape[-1] != 1 or ps.shape[-1] != 1:
+        return False
+    u = pq[..., 0] - np.arange(pq.shape[1])
+    w = ps[..., 0] - np.arange(ps.shape[1])
+    c = u.flat[0] if u.size else (w.flat[0] if w.size else 0.0)
+    return bool(np.all(np.abs(u - c) <= 1e-6) and np.all(np.abs(w - c) <= 1e-6))
+
+
+def _decline_call(kernel, proj, values, weights, normalization):
+    """Why this call cannot be fused, including facts known only from the data; or None."""
+    reason = _decline(kernel, normalization, weights)
+    if reason:
+        return reason
+    if type(raw(values)) is not np.ndarray:
+        return "arrays that are not NumPy arrays (the fused kernels run on the CPU)"
+    if isinstance(kernel, DotProductKernel):
+        if kernel.position_bias is not None and not _grid_shift(proj):
+            return "ALiBi on positions other than the index grid p_i = i + c"
+        if weights is not None and normalization == "softmax" and kernel.scale == 0:
+            return "softmax quadrature weights with scale = 0"
+    return None
+
+
+def supports(kernel, normalization, weights, mask):
+    """Whether 'auto' may pick this backend (static checks; see the module docstring)."""
+    return _decline(kernel, normalization, weights) is None
+
+
+def pays(kernel, proj, values, weights, mask, normalization):
+    """'auto': fuse only when N M is large enough for the fused kernel to beat the dense path and the
+    call can be fused at all."""
+    family = "dot" if isinstance(kernel, DotProductKernel) else "mlp"
+    rows = (proj.query["q"] if family == "dot" else proj.query["a"]).shape[1]
+    need = MIN_PAIRS[family, raw(values).dtype.itemsize]
+    return rows * values.shape[2] >= need and _decline_call(kernel, proj, values, weights, normalization) is None
+
+
+def fused(kernel, proj, values, weights, mask, normalization):
+    """The backend function (backends.py contract); ConfigError for a call it cannot fuse."""
+    reason = _decline_call(kernel, proj, values, weights, normalization)
+    if reason:
+        raise ConfigError(f"backend='numba' cannot fuse {reason}; use backend='auto' (falls back to "
+                          "'dense' for such calls) or backend='dense'")
+    causal, window, rest = (False, None, None) if mask is None else band_of(mask)
+    if rest is not None and rest.ndim == 3:
+        rest = rest[:, None]                          # (1|B, N, M) -> (1|B, 1, N, M)
+    if isinstance(kernel, DotProductKernel):
+        return _dot(kernel, proj, values, weights, rest, causal, window, normalization)
+    return _mlp(kernel, proj, values, weights, rest, causal, window, normalization)
+
+
+def _dot(kernel, proj, values, weights, mask, causal, window, normalization):
+    q = ops.transpose(proj.query["q"], (0, 2, 1, 3))
+    k = ops.transpose(proj.source["k"], (0, 2, 1, 3))
+    slopes = None if kernel.position_bias is None else kernel.position_bias.slopes
+    v, scale, mode = values, kernel.scale, normalization
+    if weights is not None:
+        w4 = ops.reshape(weights, tuple(weights.shape) + (1,))          # (B|1, H|1, M, 1)
+        if normalization == "none":
+            v = values * w4
+        elif normalization == "sum":
+            wide = ops.broadcast_to(w4, tuple(values.shape[:3]) + (1,))
+            v, mode = ops.concatenate([values * w4, wide], axis=-1), "none"
+        else:
+            positive = raw(weights) > 0
+            logw = ops.where(positive, ops.log(ops.where(positive, weights, 1.0)), 0.0)
+            B, H, M, _ = k.shape
+            column = ops.broadcast_to(ops.reshape(logw, tuple(logw.shape) + (1,)), (B, H, M, 1))
+            k = ops.concatenate([k, column * (1.0 / scale)], axis=-1)
+            q = ops.concatenate([q, np.ones(tuple(q.shape[:3]) + (1,), raw(q).dtype)], axis=-1)
+            if not positive.all():
+                keep = positive[:, :, None, :]                          # (B|1, H|1, 1, M)
+                mask = keep if mask is None else mask & keep
+    out = fused_attention(q, k, v, scale=scale, alibi_slopes=slopes, causal=causal, window=window,
+                          mask=mask, normalization=mode)
+    if mode != normalization:                       # 'sum' with weights: numerator / denominator
+        num, den = out[..., :-1], out[..., -1:]
+        out = num / ops.where(raw(den) != 0, den, 1.0)
+    return out
+
+
+def _mlp(kernel, proj, values, weights, mask, causal, window, normalization):
+    a, b, x, y, W, W2, b2, act = kernel.factors(proj)
+    B, H, M = values.shape[0], values.shape[1], values.shape[2]
+    if weights is None:
+        w = np.ones((B, M), raw(values).dtype)
+    else:
+        if normalization == "softmax":
+            weights = ops.where(raw(weights) > 0, weights, 0.0)
+        per_head = weights.shape[1] > 1
+        w = ops.broadcast_to(weights, (B, H, M)) if per_head else \
+            ops.broadcast_to(ops.reshape(weights, (weights.shape[0], M)), (B, M))
+    return fused_mlp(a, b, x, y, W, W2, b2, values, w, act=act, causal=causal, window=window, mask=mask,
+                     normalization=normalization)
+
+
+backends.register_backend(NAME, fused, supports, pays=pays)

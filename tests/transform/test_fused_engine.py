@@ -1,0 +1,322 @@
+"""IntegralTransform(backend='numba') against backend='dense': forward and every gradient (features,
+positions, source, weights, each parameter of the kernel and of the operator), for the dot-product
+kernel with and without ALiBi and the MLP kernel on all six pair inputs; self and cross; full,
+causal, window, explicit and per-call masks with empty rows; none / sum / softmax; float64 (1e-10)
+and float32 (1e-4). Also: band_of against a brute-force band, the single-node graph, create_graph,
+the shared backward under retain_graph, declining calls, and numba being unavailable.
+
+The dense path is the independent reference here (engine ops composed from the published formulas,
+itself checked by gradcheck in test_operator_props.py); the raw kernels have their own NumPy-oracle
+tests in test_fused_*_raw.py.
+"""
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import itnet_np as itn
+from itnet_np import transform as T
+from itnet_np.errors import ConfigError, GraphError
+from itnet_np.transform import backends
+from itnet_np.transform.fused import backend as FB  # registers 'numba' until fused/__init__ does
+from itnet_np.transform.fused.engine_ops import ATTENTION_OP, MLP_OP
+
+F64, F32 = np.float64, np.float32
+TOL = {F64: 1e-10, F32: 1e-4}
+KINDS = ("dot", "alibi", "mlp")
+NORMS = ("none", "sum", "softmax")
+
+
+def make_op(kind, normalization, dtype, support="full", window=None, C=3, H=2):
+    if kind == "mlp":
+        k = T.MLPKernel(C, heads=H, hidden=5, inputs=("dp", "dist2", "fourier", "prod", "fi", "fj"),
+                        position_dim=1, fourier=2, learn_frequencies=True, product_rank=2, activation="tanh",
+                        rng=1, dtype=dtype)
+        if normalization == "sum":                   # keep Z = sum_j w_j s_ij away from 0
+            k.b2.data[...] = 3.0
+            k.W2.data[...] *= 0.1
+    else:
+        k = T.DotProductKernel(C, heads=H, head_dim=2, bias=True, position_bias="alibi" if kind == "alibi" else None,
+                               rng=1, dtype=dtype)
+        if normalization == "sum":                   # q . k > 0 on average, so Z stays away from 0
+            k.b_q.data[...] = 1.5
+            k.b_k.data[...] = 1.5
+            if kind == "alibi":
+                k.position_bias.slopes[...] *= 0.05
+    return T.IntegralTransform(C, 2, k, embed_dim=2 * H, normalization=normalization, support=support,
+                               window=window, value_bias=True, skip=True, rng=2, dtype=dtype)
+
+
+def make_inputs(kind, dtype, B, N, M, cross, weights, mask, rng, sorted_positions=True):
+    """Call arguments (arrays); positions are the integer grid + 3 for the dot kernels (ALiBi needs a
+    grid), random 1-D points for the MLP kernel (sorted: causal/window supports are index bands)."""
+    C = 3
+    args = {"x": rng.standard_normal((B, N, C))}
+    if kind == "mlp":
+        pos = rng.uniform(-2, 2, (N, 1))
+        args["positions"] = np.sort(pos, axis=0) if sorted_positions else pos
+    else:
+        args["positions"] = np.arange(N, dtype=F64)[:, None] + 3.0
+    if cross:
+        args["source"] = rng.standard_normal((B, M, C))
+        if kind == "mlp":
+            sp = rng.uniform(-2, 2, (M, 1))
+            args["source_positions"] = np.sort(sp, axis=0) if sorted_positions else sp
+        else:
+            args["source_positions"] = np.arange(M, dtype=F64)[:, None] + 3.0
+    M = M if cross else N
+    if weights == "shared":
+        args["weights"] = rng.uniform(0.5, 2.0, (B, M))
+    elif weights == "per_head":
+        args["weights"] = rng.uniform(0.5, 2.0, (B, 2, M))
+    elif weights == "zeros":                          # some w_j = 0: excluded under softmax, grad 0 there
+        w = rng.uniform(0.5, 2.0, (B, M))
+        w[:, ::3] = 0.0
+        args["weights"] = w
+    if mask:
+        keep = rng.uniform(size=(B, N, M)) < 0.7
+        keep[:, N // 2] = False                       # an all-masked row
+        args["mask"] = keep
+    return {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in args.items()}
+
+
+def run(op, backend, args, cotangent):
+    """y and every gradient (float inputs and named parameters) for one backend."""
+    op.backend = backend
+    op.zero_grad()
+    leaves = {k: itn.tensor(v, requires_grad=True) if v.dtype.kind == "f" else v for k, v in args.items()}
+    x = leaves.pop("x")
+    y = op(x, **leaves)
+    y.backward(cotangent)
+    out = {"y": y.data, "x": x.grad.data}
+    out.update({k: (t.grad.data if t.grad is not None else None) for k, t in leaves.items()
+                if isinstance(t, itn.Tensor)})
+    out.update({k: (p.grad.data if p.grad is not None else None) for k, p in op.named_parameters()})
+    return out
+
+
+def assert_parity(op, args, dtype, rng):
+    y = op(args["x"], **{k: v for k, v in args.items() if k != "x"})
+    cot = rng.standard_normal(y.shape).astype(dtype)
+    dense, fused = run(op, "dense", args, cot), run(op, "numba", args, cot)
+    assert dense.keys() == fused.keys()
+    scale = max(np.abs(a).max() for a in dense.values() if a is not None and a.size)
+    for key, a in dense.items():
+        b = fused[key]
+        if a is None:                                 # no gradient on either path (e.g. ALiBi positions)
+            assert b is None, key
+            continue
+        assert b is not None and b.dtype == a.dtype == dtype and b.shape == a.shape, key
+        # relative to the array, floored at 1e-3 of the largest value (b2 under softmax has exact grad 0)
+        err = np.abs(a - b).max(initial=0) / max(np.abs(a).max(initial=0), 1e-3 * scale)
+        assert err <= TOL[dtype], (key, err)
+    return dense, fused
+
+
+# supports and call options for each parity case: (support, window, cross, weights, mask)
+CASES = [("full", None, False, None, False), ("causal", None, False, "shared", False),
+         ("full", 4, True, "per_head", False), ("causal", 6, True, None, True),
+         ("full", None, True, "zeros", True), ("strict_causal", None, False, "per_head", True)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("normalization", NORMS)
+def test_parity_float64(kind, normalization):
+    rng = np.random.default_rng(0)
+    for support, window, cross, weights, mask in CASES:
+        op = make_op(kind, normalization, F64, support, window)
+        args = make_inputs(kind, F64, 2, 37, 70, cross, weights, mask, rng)
+        assert_parity(op, args, F64, rng)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("normalization", NORMS)
+def test_parity_float32(kind, normalization):
+    rng = np.random.default_rng(1)
+    for support, window, cross, weights, mask in CASES[1:5]:
+        op = make_op(kind, normalization, F32, support, window)
+        assert_parity(op, make_inputs(kind, F32, 2, 41, 19, cross, weights, mask, rng), F32, rng)
+
+
+@given(kind=st.sampled_from(KINDS), normalization=st.sampled_from(NORMS), B=st.integers(1, 2),
+       N=st.integers(1, 70), M=st.integers(1, 70), cross=st.booleans(),
+       support=st.sampled_from(["full", "causal", "strict_causal"]), window=st.sampled_from([None, 0, 3]),
+       weights=st.sampled_from([None, "shared", "per_head", "zeros"]), mask=st.booleans(),
+       sorted_positions=st.booleans(), seed=st.integers(0, 2**16))
+def test_parity_any_shape(kind, normalization, B, N, M, cross, support, window, weights, mask,
+                          sorted_positions, seed):
+    """Sizes that are not multiples of any tile (64 attention, 16 x 32 MLP), any support (unsorted
+    positions give masks that are not index bands), any weights."""
+    rng = np.random.default_rng(seed)
+    op = make_op(kind, normalization, F64, support, window)
+    args = make_inputs(kind, F64, B, N, M, cross, weights, mask, rng, sorted_positions)
+    assert_parity(op, args, F64, rng)
+
+
+def test_empty_rows_give_zeros_and_zero_gradients():
+    rng = np.random.default_rng(3)
+    for kind in KINDS:
+        for normalization in NORMS:
+            op = make_op(kind, normalization, F64)
+            op.b = op.W_skip = None                   # y_i = W_O (integral)_i only
+            args = make_inputs(kind, F64, 2, 9, 13, True, "shared", True, rng)
+            args["mask"][1, 2:5] = False
+            _, fused = assert_parity(op, args, F64, rng)
+            empty = ~args["mask"].any(-1)
+            assert empty.sum() >= 4
+            assert np.all(fused["y"][empty] == 0) and np.all(fused["x"][empty] == 0)
+            assert np.isfinite(np.concatenate([a.ravel() for a in fused.values() if a is not None])).all()
+
+
+def test_band_of_against_brute_force():
+    rng = np.random.default_rng(4)
+    i, j = np.ogrid[:23, :31]
+    bands = [np.ones((23, 31), bool), j <= i, j < i, np.abs(i - j) <= 3, (j <= i) & (i - j <= 5),
+             np.zeros((23, 31), bool), rng.uniform(size=(23, 31)) < 0.5, (j <= i) & (rng.uniform(size=(23, 31)) < .8)]
+    for m in bands:
+        for mask in (m, np.stack([m, m & (rng.uniform(size=m.shape) < 0.9)])):
+            causal, window, rest = FB.band_of(mask)
+            band = np.ones(mask.shape[-2:], bool)
+            if causal:
+                band &= j <= i
+            if window is not None:
+                band &= np.abs(i - j) <= window
+            assert not (mask & ~band).any()           # the band holds every kept pair
+            if rest is None:
+                assert (mask == band).all()
+            else:
+                assert rest is mask
+    assert FB.band_of(j <= i)[:3:2] == (True, None)
+    assert FB.band_of(np.abs(i - j) <= 3)[:2] == (False, 3)
+    assert FB.band_of((j <= i) & (i - j <= 5))[:2] == (True, 5)
+    assert FB.band_of(j < i)[0] and FB.band_of(j < i)[2] is not None
+
+
+def fused_nodes(y):
+    """Every node of y's graph, by op name (iterative walk)."""
+    seen, stack, names = set(), [y.node], []
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        names.append(node.prim.name)
+        stack.extend(a.node for a in node.inputs if isinstance(a, itn.Tensor))
+    return names
+
+
+@pytest.mark.parametrize("kind,name", [("dot", ATTENTION_OP), ("mlp", MLP_OP)])
+def test_one_fused_node_and_create_graph_raises(kind, name):
+    rng = np.random.default_rng(5)
+    op = make_op(kind, "softmax", F64, "causal")
+    args = make_inputs(kind, F64, 2, 20, 20, False, "shared", False, rng)
+    op.backend = "numba"
+    x = itn.tensor(args.pop("x"), requires_grad=True)
+    y = op(x, **args)
+    names = fused_nodes(y)
+    assert names.count(name) == 1 and names.count(ATTENTION_OP) + names.count(MLP_OP) == 1
+    node = next(n for n in _nodes(y) if n.prim.name == name)
+    assert node.params["mask"] is None and node.params["causal"]    # causal support -> tile skipping
+    assert node.params["saved"].stats.shape == (2, 2, 20)
+    with pytest.raises(GraphError, match=name):
+        y.sum().backward(create_graph=True)
+
+
+def _nodes(y):
+    seen, stack = {}, [y.node]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = node
+            stack.extend(a.node for a in node.inputs if isinstance(a, itn.Tensor))
+    return seen.values()
+
+
+def test_shared_backward_with_retain_graph_and_grad_api():
+    """The raw backward runs once per upstream gradient and serves every input; a second backward
+    (retain_graph) recomputes and accumulates; itn.grad sees the same numbers (with the parameters
+    frozen: a closed-over parameter that requires grad makes itn.grad record its backward, which a
+    fused node refuses with GraphError)."""
+    rng = np.random.default_rng(6)
+    for kind in ("dot", "mlp"):
+        op = make_op(kind, "softmax", F64)
+        args = make_inputs(kind, F64, 1, 11, 11, False, None, False, rng)
+        op.backend = "numba"
+        x = itn.tensor(args["x"], requires_grad=True)
+        y = (op(x, positions=args["positions"]) ** 2).sum()
+        y.backward(retain_graph=True)
+        once = {k: p.grad.data.copy() for k, p in op.named_parameters()}
+        gx = x.grad.data.copy()
+        y.backward()
+        for k, p in op.named_parameters():
+            np.testing.assert_allclose(p.grad.data, 2 * once[k], rtol=1e-13, atol=1e-300)
+        def f(x, op=op, positions=args["positions"]):
+            return (op(x, positions=positions) ** 2).sum()
+        with pytest.raises(GraphError, match="fused_"):
+            itn.grad(f)(args["x"])
+        op.requires_grad_(False)
+        np.testing.assert_allclose(itn.grad(f)(args["x"]).data, gx, rtol=1e-13)
+
+
+def test_declined_calls():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 6, 3))
+    t5 = T.DotProductKernel(3, heads=1, position_bias="t5", num_buckets=4, max_distance=4, rng=0, dtype=F64)
+    lowrank = T.LowRankKernel(3, feature_dim=2, rng=0, dtype=F64)
+    for kernel in (t5, lowrank, T.MLPKernel(3, activation="identity", rng=0, dtype=F64)):
+        assert not FB.supports(kernel, "softmax", None, None)
+        auto = T.IntegralTransform(3, 2, kernel, normalization="softmax", backend="auto", rng=0, dtype=F64)
+        dense = T.IntegralTransform(3, 2, kernel, normalization="softmax", rng=0, dtype=F64)
+        positions = np.arange(6.0)[:, None]
+        np.testing.assert_array_equal(auto(x, positions=positions).data, dense(x, positions=positions).data)
+        auto.backend = "numba"
+        with pytest.raises(ConfigError, match="cannot fuse"):
+            auto(x, positions=positions)
+    # ALiBi on positions that are not an index grid: 'auto' -> dense, 'numba' -> ConfigError
+    op = make_op("alibi", "softmax", F64)
+    odd = np.array([0.0, 2, 3, 4, 5, 6])[:, None]
+    ref = op(x, positions=odd).data
+    op.backend = "auto"
+    np.testing.assert_array_equal(op(np.tile(x, (1, 10, 1)), positions=np.arange(60.0)[:, None] * 2).data,
+                                  make_op("alibi", "softmax", F64)(np.tile(x, (1, 10, 1)),
+                                                                   positions=np.arange(60.0)[:, None] * 2).data)
+    np.testing.assert_array_equal(op(x, positions=odd).data, ref)
+    op.backend = "numba"
+    with pytest.raises(ConfigError, match="ALiBi on positions"):
+        op(x, positions=odd)
+
+
+def test_auto_fuses_only_when_it_pays():
+    rng = np.random.default_rng(8)
+    for kind, name in (("dot", ATTENTION_OP), ("mlp", MLP_OP)):
+        n_min = int(np.ceil(np.sqrt(FB.MIN_PAIRS["dot" if kind == "dot" else "mlp", 8])))
+        op = make_op(kind, "softmax", F64)
+        op.backend = "auto"
+        for n, fused in ((8, False), (n_min, True)):
+            args = make_inputs(kind, F64, 1, n, n, False, None, False, rng)
+            x = itn.tensor(args.pop("x"), requires_grad=True)
+            assert (name in fused_nodes(op(x, **args))) is fused, (kind, n)
+
+
+def test_numba_unavailable_raises_clearly(monkeypatch):
+    """With numba not importable, backend='numba' raises ConfigError naming the cause; 'auto' and the
+    SDPA entry point's 'auto' fall back to dense."""
+    from itnet_np.transform.sdpa import scaled_dot_product_attention
+    monkeypatch.setitem(sys.modules, "numba", None)          # `import numba` raises ImportError
+    for name in [m for m in sys.modules if m.startswith("itnet_np.transform.fused")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(backends, "_BACKENDS", {"dense": backends._BACKENDS["dense"]})
+    monkeypatch.setattr(backends, "_tried_fused", False)
+    monkeypatch.setattr(backends, "_fused_error", None)
+    kernel = T.DotProductKernel(4, heads=2, rng=0, dtype=F64)
+    with pytest.raises(ConfigError, match=r"backend='numba' needs numba.*import of numba.*pip install numba"):
+        T.IntegralTransform(4, 4, kernel, backend="numba", dtype=F64)
+    op = T.IntegralTransform(4, 4, kernel, normalization="softmax", backend="auto", rng=0, dtype=F64)
+    x = np.random.default_rng(0).standard_normal((1, 80, 4))
+    assert np.isfinite(op(x).data).all()
+    q = np.random.default_rng(1).standard_normal((1, 1, 80, 4))
+    assert scaled_dot_product_attention(q, q, q).shape == (1, 1, 80, 4)
+    with pytest.raises(ConfigError, match="needs numba"):
+        scaled_dot_product_attention(q, q, q, backend="numba")
