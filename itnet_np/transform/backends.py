@@ -3,11 +3,16 @@
 A backend is ``fn(kernel, proj, values, weights, mask, normalization) -> (B, H, N, d)`` with
 values (B, H, M, d), weights None or (B|1, H|1, M), mask None or a raw bool (B|1, N, M); it must
 return what the dense reference returns (see normalization.py for the formulas), differentiably.
-Register one with ``register_backend(name, fn, supports=None)``; ``supports(kernel, normalization,
-weights, mask) -> bool`` tells 'auto' whether to use it. 'dense' is the reference and always works.
+Register one with ``register_backend(name, fn, supports=None, pays=None)``; ``supports(kernel,
+normalization, weights, mask) -> bool`` tells 'auto' whether it can run the call at all, ``pays(kernel,
+proj, values, weights, mask, normalization) -> bool`` whether it is worth it for this call (sizes,
+data; default: always). 'dense' is the reference and always works.
 
-``backend='numba'`` imports ``itnet_np.transform.fused`` on first use, which is expected to register
-itself; 'auto' takes the first registered non-dense backend that supports the call, else 'dense'.
+``backend='numba'`` imports ``itnet_np.transform.fused`` on first use, which registers itself; when
+that import fails (numba missing or broken) asking for 'numba' raises ConfigError naming the cause.
+'auto' takes the first registered non-dense backend that supports the call and, per call, uses it
+when it pays, else 'dense' (so small problems stay on the exact dense path; fused.backend.MIN_PAIRS
+holds the measured crossovers).
 """
 import importlib
 
@@ -16,12 +21,18 @@ from .normalization import transform_matrix
 
 _BACKENDS = {}
 _FUSED_MODULE = "itnet_np.transform.fused"
+_FUSED_NAMES = ("numba",)
 _tried_fused = False
+_fused_error = None
 
 
-def register_backend(name, fn, supports=None):
-    """Make ``fn`` available as ``IntegralTransform(..., backend=name)``."""
-    _BACKENDS[name] = (fn, supports or (lambda *args: True))
+def _always(*args):
+    return True
+
+
+def register_backend(name, fn, supports=None, pays=None):
+    """Make ``fn`` available as ``IntegralTransform(..., backend=name)`` (see the module docstring)."""
+    _BACKENDS[name] = (fn, supports or _always, pays or _always)
 
 
 def available_backends():
@@ -30,13 +41,14 @@ def available_backends():
 
 
 def _load_fused():
-    global _tried_fused
+    """Import the fused package once; remember why it failed (numba missing, broken llvmlite...)."""
+    global _tried_fused, _fused_error
     if not _tried_fused:
         _tried_fused = True
         try:
             importlib.import_module(_FUSED_MODULE)
-        except ImportError:
-            pass
+        except Exception as exc:  # noqa: BLE001  ImportError, or numba/llvmlite failing to load
+            _fused_error = exc
 
 
 def check_backend(name):
@@ -44,20 +56,33 @@ def check_backend(name):
         return name
     _load_fused()
     if name not in _BACKENDS:
+        if name in _FUSED_NAMES and _fused_error is not None:
+            raise ConfigError(
+                f"backend={name!r} needs numba, which cannot run here: importing {_FUSED_MODULE} failed "
+                f"with {type(_fused_error).__name__}: {_fused_error}. Install numba (pip install numba) "
+                "or use backend='dense' (or 'auto', which falls back to 'dense')") from _fused_error
         raise ConfigError(f"backend: {name!r} is not available; registered: {tuple(_BACKENDS)} "
                           "(and 'auto')")
     return name
 
 
 def select(name, kernel, normalization, weights, mask):
-    """The backend function for this call (resolving 'auto')."""
+    """The backend function for this call (resolving 'auto': a fused backend when it supports the
+    call and, checked per call, it pays; else dense)."""
     if name == "auto":
         _load_fused()
-        for other, (fn, supports) in _BACKENDS.items():
+        for other, (fn, supports, pays) in _BACKENDS.items():
             if other != "dense" and supports(kernel, normalization, weights, mask):
-                return fn
+                return fn if pays is _always else _when_it_pays(fn, pays)
         return dense
     return _BACKENDS[name][0]
+
+
+def _when_it_pays(fn, pays):
+    def auto(kernel, proj, values, weights, mask, normalization):
+        use = fn if pays(kernel, proj, values, weights, mask, normalization) else dense
+        return use(kernel, proj, values, weights, mask, normalization)
+    return auto
 
 
 def dense(kernel, proj, values, weights, mask, normalization):
