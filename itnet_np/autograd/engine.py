@@ -111,29 +111,32 @@ def _consumer_counts(root):
     return counts
 
 
-def reaches_outside(root, inputs):
-    """True when the graph of ``root`` depends on a leaf that requires grad and is not in ``inputs``.
+def outside_leaves(root, inputs):
+    """Leaves that require grad, are not in ``inputs`` and feed ``root``; and whether every node
+    on the way can be differentiated twice.
 
     Function transforms use it to decide whether their backward pass must itself be recorded:
     an outer computation may differentiate through a closed-over tensor.
     """
     if root.node is None:
-        return False
+        return [], True
     own = {id(t) for t in inputs}
+    leaves, twice = {}, True
     seen = {root.node}
     stack = [root.node]
     while stack:
         node = stack.pop()
+        twice = twice and node.prim.twice_differentiable
         for a, needed in zip(node.inputs or (), node.needs):
             if not needed:
                 continue
             if a.node is None:
                 if id(a) not in own:
-                    return True
+                    leaves[id(a)] = a
             elif a.node not in seen:
                 seen.add(a.node)
                 stack.append(a.node)
-    return False
+    return list(leaves.values()), twice
 
 
 def unbroadcast(g, shape):

@@ -5,7 +5,8 @@ When an argument already belongs to an outer graph (a Tensor that requires grad)
 pass is itself recorded, so transforms nest: ``grad(grad(f))`` gives second derivatives.
 """
 from ..errors import GraphError, ShapeError
-from .engine import check_seed, reaches_outside, run_backward
+from .engine import check_seed, outside_leaves, run_backward
+from .primitive import primitive
 from .tensor import Tensor
 
 
@@ -26,6 +27,18 @@ def _zeros_like(t):
     return Tensor._wrap(xp_of(t.data).zeros_like(t.data), None)
 
 
+def _no_second_order(argnum, g, out, *args):
+    raise GraphError(
+        "this gradient was computed through an op without a differentiable VJP (a fused kernel); "
+        "it is correct to first order, but cannot be differentiated again")
+
+
+# Identity on its first argument; its other arguments only connect it to the outer graph, so that
+# an attempt to backpropagate through a first-order-only gradient raises instead of silently
+# treating it as a constant.
+_first_order_only = primitive(lambda g, *leaves: g, "first_order_only").defvjp_argnum(_no_second_order)
+
+
 def vjp(f, *primals):
     """Return ``(f(*primals), vjp_fn)``; ``vjp_fn(cotangent)`` gives one gradient per primal.
 
@@ -41,12 +54,19 @@ def vjp(f, *primals):
         if not out.requires_grad:
             return tuple(_zeros_like(t) for t in inputs)
         seed = check_seed(out, cotangent)
-        create = (nested or (isinstance(seed, Tensor) and seed.requires_grad)
-                  or reaches_outside(out, inputs))
+        create = nested or (isinstance(seed, Tensor) and seed.requires_grad)
+        outside, twice = outside_leaves(out, inputs) if not create else ([], True)
+        # Closed-over tensors that require grad: record the backward so an outer computation can
+        # differentiate through it -- unless a fused (first-order-only) op is in the graph; then
+        # the gradients are first order and marked so that differentiating them again raises.
+        guard = bool(outside) and not twice
+        create = create or (bool(outside) and twice)
         grads = run_backward(out, seed, retain_graph=True, create_graph=create, targets=inputs)
         result = []
         for t, g in zip(inputs, grads):
-            if g is None:
+            if guard and g is not None:
+                result.append(_first_order_only(g.data if isinstance(g, Tensor) else g.copy(), *outside))
+            elif g is None:
                 result.append(_zeros_like(t))
             elif isinstance(g, Tensor):
                 from .ops.convert import copy

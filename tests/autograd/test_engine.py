@@ -391,3 +391,17 @@ def test_graphs_are_freed_by_refcounting(mode):
         gc.enable()
     gc.collect()
     assert h_ref() is None and array_ref() is None
+
+
+def test_grad_through_first_order_only_op_closing_over_parameters():
+    """itn.grad of a function that closes over a parameter and uses a first-order-only op gives the
+    right first-order gradient; differentiating that gradient again raises instead of being wrong."""
+    from itnet_np.errors import GraphError as _GraphError
+    square_p = itn.primitive(lambda x: x * x, "square_first_order_only", twice_differentiable=False)
+    square_p.defvjp(lambda g, out, x: g * 2 * x)
+    w = itn.tensor(np.array([0.5, -1.5]), requires_grad=True)
+    x0 = np.array([2.0, 3.0])
+    g = itn.grad(lambda x: (square_p(x) * w).sum())(x0)
+    np.testing.assert_allclose(g.numpy(), 2 * x0 * w.data, rtol=0, atol=1e-15)
+    with pytest.raises(_GraphError, match="cannot be differentiated again"):
+        g.sum().backward()
