@@ -24,7 +24,8 @@ from .cli import subcommand
 from .errors import ConfigError
 
 # Modules whose import registers reductions (each proofs module registers its own).
-PROOF_MODULES = ("conv", "attention", "linear_attention", "ssm", "recurrence")
+PROOF_MODULES = ("conv", "attention", "nadaraya_watson", "cordonnier", "linear_attention", "ssm", "mamba",
+                 "recurrence")
 
 
 @dataclasses.dataclass

@@ -46,10 +46,11 @@ Two constructions of the indicator (``kernel=``):
   dp = (r_2, -r_1) codes to 0; tests/proofs/test_conv.py shows the collisions without the window.)
 
 **Gradients.** The layer keeps the *conventional* weight and bias (Parameters when given as ndarrays,
-the given Tensors otherwise) and derives the operator's W_O (block-diagonal placement: one einsum with
-a constant identity over groups) and b from them at call time, so backward reaches x, W and b.
-W_V is a constant stack of identities. The kernel's own parameters (table, or the hat MLP) stay
-Parameters of the layer: it is a trainable ITNet layer that *starts* as the conv.
+the given Tensors otherwise). The operator's W_V, W_O and b are empty slots of its IntegralTransform,
+filled at every call by ``functional_call``: W_O derived from W (block-diagonal placement: one einsum
+with a constant identity over groups), b from the bias, W_V a constant stack of identities; so
+backward reaches x, W and b. The kernel's own parameters (table, or the hat MLP) stay Parameters of
+the layer: it is a trainable ITNet layer that *starts* as the conv.
 
 **Reverse map.** :func:`extract_conv_weights` probes any layer with unit impulses e_{c, j} (one batch
 item per input channel and tap, at an anchor whose receptive field lies inside the probe) plus one
@@ -66,12 +67,14 @@ import numpy as np
 from itnet_np.autograd import ops
 from itnet_np.autograd.backend import xp_of
 from itnet_np.autograd.engine import no_grad
-from itnet_np.autograd.tensor import Tensor, get_default_dtype
+from itnet_np.autograd.ops._util import raw
+from itnet_np.autograd.tensor import Tensor
 from itnet_np.errors import ConfigError, ShapeError
-from itnet_np.nn.module import Module, Parameter
+from itnet_np.nn.module import Module, functional_call
 from itnet_np.transform import IntegralTransform, MLPKernel, StencilKernel, conv_offsets, grid_positions
 from itnet_np.verify import Measurement, directional_gradient_error, max_abs, reduction
 
+from . import _common
 from .reference import conv1d_ref, conv2d_ref
 
 __all__ = ["ConvAsITNet", "conv1d_as_itnet", "conv2d_as_itnet", "extract_conv_weights", "hat_kernel"]
@@ -106,16 +109,6 @@ def _pads(padding, kernel_size, dilation, stride, fn):
         totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
         return tuple((t // 2, t - t // 2) for t in totals)
     return tuple((p, p) for p in _ints(padding, len(kernel_size), "padding", fn, minimum=0))
-
-
-def _as_tensor(value):
-    """A Tensor stays as given (gradients flow to it); an array becomes a Parameter."""
-    if isinstance(value, Tensor):
-        return value
-    array = np.asarray(value)
-    if array.dtype.kind != "f":
-        array = array.astype(get_default_dtype())
-    return Parameter(array)
 
 
 def hat_kernel(offsets, in_features, dtype=None):
@@ -172,8 +165,8 @@ class ConvAsITNet(Module):
         self.dilation = _ints(dilation, dims, "dilation", fn)
         self.padding = padding
         self.pads = _pads(padding, ksize, self.dilation, self.stride, fn)
-        self.weight = _as_tensor(weight)
-        self.bias = None if bias is None else _as_tensor(bias)
+        self.weight = _common.weight(weight, "weight", fn)
+        self.bias = _common.weight(bias, "bias", fn)
         dtype = self.weight.dtype
         offsets = conv_offsets(ksize, self.dilation)    # (T, D), source minus query
         taps, window = offsets.shape[0], None
@@ -181,14 +174,12 @@ class ConvAsITNet(Module):
             kern = StencilKernel(offsets, dtype=dtype)
         else:
             kern, window = hat_kernel(offsets, self.in_channels, dtype)
-        self.transform = IntegralTransform(self.in_channels, c_out, kern, query_features=1,
-                                           embed_dim=taps * self.in_channels, window=window,
-                                           bias=False, dtype=dtype)
-        # W_V and W_O are functions of the conv weight, not free parameters of this layer.
-        del self.transform.W_V, self.transform.W_O
-        xp = xp_of(self.weight.data)
-        self.transform.W_V = xp.tile(xp.eye(self.in_channels, dtype=dtype), (taps, 1))
-        self._group_eye = xp.eye(groups, dtype=dtype)
+        # W_V, W_O and b are functions of the conv weight, not free parameters: empty slots that
+        # every call fills (maps()); the kernel's own parameters stay.
+        transform = IntegralTransform(self.in_channels, c_out, kern, query_features=1,
+                                      embed_dim=taps * self.in_channels, window=window,
+                                      bias=bias is not None, dtype=dtype)
+        self.transform = _common.template(transform, "W_V", "W_O", *(("b",) if bias is not None else ()))
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -204,8 +195,18 @@ class ConvAsITNet(Module):
         """W_O (C_out, T C_in): column block a is W[:, :, a] placed block-diagonally over groups."""
         G, T = self.groups, int(np.prod(self.kernel_size))
         w = ops.reshape(self.weight, (G, self.out_channels // G, self.in_channels // G, T))
-        blocks = ops.einsum("goct,gh->gothc", w, self._group_eye)
+        blocks = ops.einsum("goct,gh->gothc", w, xp_of(raw(self.weight)).eye(G, dtype=self.weight.dtype))
         return ops.reshape(blocks, (self.out_channels, T * self.in_channels))
+
+    def maps(self):
+        """The transform's maps derived from the conv weights (names as functional_call takes them):
+        W_V^a = I (a constant), W_O = :meth:`output_map`, b = bias."""
+        xp, T = xp_of(raw(self.weight)), int(np.prod(self.kernel_size))
+        out = {"W_V": xp.tile(xp.eye(self.in_channels, dtype=self.weight.dtype), (T, 1)),
+               "W_O": self.output_map()}
+        if self.bias is not None:
+            out["b"] = self.bias
+        return out
 
     def _operands(self, x):
         """(query features, query anchors, sources, source positions, output sizes) for x."""
@@ -236,9 +237,8 @@ class ConvAsITNet(Module):
 
     def forward(self, x):
         q, anchors, source, positions, out = self._operands(x)
-        self.transform.W_O = self.output_map()
-        self.transform.b = None if self.bias is None else ops.reshape(self.bias, (self.out_channels,))
-        y = self.transform(q, positions=anchors, source=source, source_positions=positions)
+        y = functional_call(self.transform, self.maps(), q, positions=anchors, source=source,
+                            source_positions=positions)
         y = ops.reshape(y, (x.shape[0],) + out + (self.out_channels,))
         return ops.transpose(y, (0, self.spatial_dims + 1) + tuple(range(1, self.spatial_dims + 1)))
 

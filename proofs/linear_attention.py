@@ -17,21 +17,21 @@ The two agree to rounding (<= 1e-12 in float64) when the reference's eps is 0; f
 eps = 1e-6 to the denominator, which makes the equality hold only to ~eps relative. The causal
 normaliser includes the current token (j <= i). Non-causal: S(i) = all j (support 'full').
 
-Biases: the operator's LowRankKernel has no bias on W_q / W_k, so when q_bias or k_bias is given the
-layer appends a constant 1 feature to x and the bias as an extra column of W_q / W_k (and a zero
-column of W_v); v_bias is the operator's b_V and out_bias its b.
+Biases: q_bias and k_bias are the LowRankKernel's b_q / b_k (inside the feature maps), v_bias the
+operator's b_V and out_bias its b. The layer keeps the conventional weights and fills the operator's
+maps (empty slots of its IntegralTransform) with them at every call via ``functional_call``.
 
 Proof: tests/proofs/test_linear_attention.py.
 """
 import numpy as np
 
-from ..autograd import ops
 from ..autograd.ops._util import raw
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
-from ..nn.module import Module, Parameter
+from ..nn.module import Module, functional_call
 from ..transform import IntegralTransform, LowRankKernel
 from ..verify import Measurement, directional_gradient_error, max_abs, reduction
+from ._common import dtype_of, template, weight
 from .reference import causal_linear_attention_recurrent_ref
 
 __all__ = ["LinearAttention", "linear_attention_as_itnet", "linear_attention_weights"]
@@ -76,49 +76,37 @@ class LinearAttention(Module):
                 raise ShapeError(f"linear_attention: {name} must have shape {shape}, got {got}")
         dtype = next((w.dtype for w in weights.values() if isinstance(w, Tensor)), np.dtype(np.float64))
         for name, value in weights.items():
-            if value is not None and not isinstance(value, Tensor):
-                value = Parameter(np.array(value, dtype=dtype))
-            setattr(self, name, value)
+            setattr(self, name, weight(value, name, "linear_attention", dtype))
         self.num_heads, self.in_features, self.causal = H, C, bool(causal)
-        self.augment = q_bias is not None or k_bias is not None
-        width = C + int(self.augment)
-        kernel = LowRankKernel(width, heads=H, feature_dim=qs[0] // H, feature_map=feature_map, dtype=dtype)
-        self.transform = IntegralTransform(width, expected["out_weight"][0], kernel, embed_dim=E,
-                                           normalization="sum", support="causal" if causal else "full",
-                                           bias=out_bias is not None, value_bias=v_bias is not None,
-                                           dtype=dtype)
-        for module, names in ((kernel, ("W_q", "W_k")), (self.transform, ("W_V", "b_V", "W_O", "b"))):
-            for name in names:
-                if name in module._parameters:
-                    delattr(module, name)
-        self._bind()
+        biased = q_bias is not None or k_bias is not None
+        kernel = LowRankKernel(C, heads=H, feature_dim=qs[0] // H, feature_map=feature_map, bias=biased,
+                               dtype=dtype)
+        # every map is a conventional weight: empty slots, filled per call (maps())
+        self.transform = template(IntegralTransform(
+            C, expected["out_weight"][0], kernel, embed_dim=E, normalization="sum",
+            support="causal" if causal else "full", bias=out_bias is not None, value_bias=v_bias is not None,
+            dtype=dtype))
 
-    def _bind(self):
-        """Map the conventional weights onto the kernel and the operator (engine ops only)."""
-        op, kernel = self.transform, self.transform.kernel
-        wq, wk, wv = self.q_weight, self.k_weight, self.v_weight
-        if self.augment:
-            def column(bias, rows):
-                if bias is None:
-                    return Tensor(np.zeros((rows, 1), wq.dtype))
-                return ops.expand_dims(bias, 1)
-            wq = ops.concatenate([wq, column(self.q_bias, wq.shape[0])], axis=1)
-            wk = ops.concatenate([wk, column(self.k_bias, wk.shape[0])], axis=1)
-            wv = ops.concatenate([wv, column(None, wv.shape[0])], axis=1)
-        kernel.W_q, kernel.W_k, op.W_V, op.b_V, op.b = wq, wk, wv, self.v_bias, self.out_bias
-        op.W_O = self.out_weight
-        if op.W_O is None:                                   # no out_proj: the heads are concatenated
-            op.W_O = Tensor(np.eye(op.embed_dim, dtype=wq.dtype))
+    def maps(self):
+        """The operator's parameters (functional_call names) from the conventional weights."""
+        dtype = dtype_of(self.q_weight)
+        out_weight = self.out_weight                          # no out_proj: the heads are concatenated
+        out = {"kernel.W_q": self.q_weight, "kernel.W_k": self.k_weight, "W_V": self.v_weight,
+               "W_O": np.eye(self.transform.embed_dim, dtype=dtype) if out_weight is None else out_weight}
+        if self.q_bias is not None or self.k_bias is not None:
+            zeros = np.zeros(_shape(self.q_weight)[:1], dtype)
+            out["kernel.b_q"] = zeros if self.q_bias is None else self.q_bias
+            out["kernel.b_k"] = zeros if self.k_bias is None else self.k_bias
+        for name, slot in (("v_bias", "b_V"), ("out_bias", "b")):
+            if getattr(self, name) is not None:
+                out[slot] = getattr(self, name)
+        return out
 
     def forward(self, x, mask=None):
         shape = _shape(x)
         if len(shape) != 3 or shape[2] != self.in_features:
             raise ShapeError(f"LinearAttention: x must be (B, L, {self.in_features}), got shape {shape}")
-        self._bind()
-        if self.augment:
-            x = x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=self.q_weight.dtype))
-            x = ops.concatenate([x, Tensor(np.ones(shape[:2] + (1,), x.dtype))], axis=-1)
-        return self.transform(x, mask=mask)
+        return functional_call(self.transform, self.maps(), x, mask=mask)
 
 
 def linear_attention_as_itnet(q_weight, k_weight, v_weight, num_heads, out_weight=None, q_bias=None,
@@ -137,7 +125,7 @@ def linear_attention_as_itnet(q_weight, k_weight, v_weight, num_heads, out_weigh
 
 def linear_attention_weights(layer):
     """Reverse map: the conventional weights (arrays, torch layout) of a LinearAttention, or of an
-    IntegralTransform with a LowRankKernel and normalization='sum' (no augmented bias column there).
+    IntegralTransform with a LowRankKernel and normalization='sum' (its b_q / b_k are q_bias / k_bias).
 
     Returns a dict with q_weight, k_weight, v_weight, out_weight, q_bias, k_bias, v_bias, out_bias
     (None where absent), num_heads and causal.
@@ -156,7 +144,8 @@ def linear_attention_weights(layer):
                           f"{layer.support!r}; linear attention has neither")
     get = lambda a: None if a is None else np.array(raw(a))
     return {"q_weight": get(layer.kernel.W_q), "k_weight": get(layer.kernel.W_k), "v_weight": get(layer.W_V),
-            "out_weight": get(layer.W_O), "q_bias": None, "k_bias": None, "v_bias": get(layer.b_V),
+            "out_weight": get(layer.W_O), "q_bias": get(layer.kernel.b_q), "k_bias": get(layer.kernel.b_k),
+            "v_bias": get(layer.b_V),
             "out_bias": get(layer.b), "num_heads": layer.heads, "causal": layer.support.kind == "causal"}
 
 

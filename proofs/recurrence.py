@@ -53,12 +53,13 @@ from itnet_np.proofs import reference as R
 from itnet_np.autograd import ops
 from itnet_np.autograd.backend import to_device, xp_of
 from itnet_np.autograd.ops._util import raw
-from itnet_np.autograd.tensor import Tensor
 from itnet_np.errors import ConfigError, DTypeError, ShapeError, describe
 from itnet_np.nn import functional as F
-from itnet_np.nn.module import Module, Parameter
+from itnet_np.nn.module import Module
 from itnet_np.transform import Volterra, shift_transform
 from itnet_np.verify import Measurement, directional_gradient_error, max_abs, reduction
+
+from ._common import weight
 
 __all__ = ["VolterraRecurrence", "from_torch", "gru_as_itnet", "lstm_as_itnet", "rnn_as_itnet"]
 
@@ -107,19 +108,6 @@ def _lstm_cell(z, u, weight_hh, bias_hh, H, act):
 _CELLS = {"rnn": _rnn_cell, "gru": _gru_cell, "lstm": _lstm_cell}
 
 
-def _as_weight(value, name, builder):
-    """An ndarray becomes a Parameter (a copy: the ITNet layer trains its own); a Tensor is kept as
-    given so that backward reaches it; a torch tensor is copied out."""
-    if value is None or isinstance(value, Tensor):
-        return value
-    if hasattr(value, "detach") and hasattr(value, "numpy"):   # a torch tensor
-        value = value.detach().cpu().numpy()
-    array = np.array(value, copy=True)
-    if array.dtype.kind != "f":
-        raise DTypeError(f"{builder}: {name} must be floating point, got {describe(array)}")
-    return Parameter(array)
-
-
 class VolterraRecurrence(Module):
     """A torch RNN/GRU/LSTM layer (one layer, unidirectional, batch-first) as the Volterra solve
     y = Phi(T_K[y], x W_ih^T + b_ih) (module docstring). Build it with rnn_as_itnet / gru_as_itnet /
@@ -133,7 +121,7 @@ class VolterraRecurrence(Module):
         if mode == "rnn" and nonlinearity not in ("tanh", "relu"):
             raise ConfigError(f"{builder}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         G = GATES[mode]
-        w_ih, w_hh, b_ih, b_hh = (_as_weight(v, n, builder) for v, n in
+        w_ih, w_hh, b_ih, b_hh = (weight(v, n, builder) for v, n in
                                   zip((weight_ih, weight_hh, bias_ih, bias_hh), _NAMES))
         if w_hh is None or w_ih is None:
             raise ConfigError(f"{builder}: weight_ih and weight_hh are required")
@@ -156,7 +144,7 @@ class VolterraRecurrence(Module):
         self.hidden_size, self.input_size = H, w_ih.shape[1]
         self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh = w_ih, w_hh, b_ih, b_hh
         width = 2 * H if mode == "lstm" else H
-        self.solver = Volterra(shift_transform(width, query_features=G * H, dtype=dtypes.pop()), None)
+        self.solver = Volterra(shift_transform(width, query_features=G * H, dtype=dtypes.pop()))
         for p in self.solver.parameters():
             p.requires_grad_(False)
 
@@ -208,10 +196,9 @@ class VolterraRecurrence(Module):
         if iterations is not None and int(iterations) < 0:
             raise ConfigError(f"{self._builder}: iterations must be >= 0, got {iterations!r}")
         boundary = self.boundary(hx, B, raw(self.weight_hh).dtype)
-        self.solver.cell = self._cell()
         u = _linear(x, self.weight_ih, self.bias_ih)
         return self.solver(u, boundary=boundary, method=method, iterations=iterations,
-                           return_iterates=return_iterates)
+                           return_iterates=return_iterates, cell=self._cell())
 
     def outputs(self, y):
         """torch's return value from the unknown y."""

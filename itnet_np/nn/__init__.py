@@ -5,8 +5,9 @@
     logits = model(itn.tensor(x))
     model.state_dict()        # {'layers.0.weight': array, ...}
 
+``itn.nn.functional_call(model, {'layers.0.weight': w}, x)`` runs a model with given parameters.
 ``itn.nn.functional`` holds the stateless functions the layers call; ``itn.nn.init`` the initialisers.
 """
 from . import functional, init  # noqa: F401
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, ModuleList, Sequential  # noqa: F401
-from .module import Module, Parameter  # noqa: F401
+from .module import Module, Parameter, functional_call, override_parameters  # noqa: F401

@@ -8,7 +8,8 @@ Design note
 independent choices: a **kernel** (kernels/), a **quadrature** w_j (quadrature.py: uniform, mean,
 learned, or given per call), a **normalisation** n_h (normalization.py: none, sum = Nadaraya-Watson,
 softmax = attention, with a stable log-sum-exp) and a **support** S(i) (support.py: causal, strictly
-causal, window, radius, explicit mask; empty rows give zeros). Positions are (N, D) or (B, N, D), or
+causal, window, radius, explicit mask, per head if needed; empty rows give zeros). Per call, an
+additive ``score_bias`` c^h_ij joins the kernel's scores (attention masks, relative tables). Positions are (N, D) or (B, N, D), or
 implied by a 1-D grid (positions.py, ``grid_positions`` for D-dimensional grids). Everything is
 composed from engine ops, so autograd (any order) flows through the dense reference path.
 
@@ -21,6 +22,7 @@ additionally exposes its first layer in factorised form, ``kernel.factors(proj) 
 W2, b2, act)`` with pre_ijk = a_ik + b_jk + sum_r W_kr x_ir y_jr, s^h_ij = sum_k W2_hk act(pre_ijk) + b2_h.
 
 *Backends.* ``IntegralTransform(..., backend='dense')`` evaluates A = n(w, s) densely and A @ v.
+Calls with a per-head mask or a score_bias are always evaluated densely (outside the contract below).
 A fused backend is a function ``fn(kernel, proj, values, weights, mask, normalization) -> (B, H, N, d)``
 registered with ``backends.register_backend(name, fn, supports)``; ``backend='numba'`` imports
 ``itnet_np.transform.fused`` (which registers itself) and ``'auto'`` picks the first registered

@@ -1,6 +1,7 @@
 """Normalisation n_h over the sources j: how kernel scores s_ij and weights w_j become the matrix A.
 
-With keep_ij the support (True = j in S(i)), the transform of head h is y_i = sum_j A_ij v_j, where
+With keep_ij the support (True = j in S(i); it may differ per head), the transform of head h is
+y_i = sum_j A_ij v_j, where
 
     'none'     A_ij = keep_ij w_j s_ij                                  (a plain quadrature sum)
     'sum'      A_ij = keep_ij w_j s_ij / sum_l keep_il w_l s_il         (Nadaraya-Watson)
@@ -49,12 +50,13 @@ def _safe_divide(numerator, denominator, nonzero):
 
 
 def transform_matrix(scores, weights=None, mask=None, normalization="none"):
-    """A (B, H, N, M) from scores (B, H, N, M), weights (B|1, H|1, M) or None, mask (B|1, N, M) or None.
+    """A (B, H, N, M) from scores (B, H, N, M), weights (B|1, H|1, M) or None, mask (B|1, N, M),
+    per head (B|1, H|1, N, M), or None.
 
     See the module docstring for the three formulas.
     """
     check_normalization(normalization)
-    keep = None if mask is None else mask[:, None]
+    keep = None if mask is None else mask if mask.ndim == 4 else mask[:, None]
     if normalization == "softmax":
         z = scores if weights is None else scores + _pair_view(_safe_log(weights))
         if keep is not None:

@@ -6,17 +6,21 @@ For queries (p_i, f_i), i < N, and sources (p_j, f_j), j < M (the same set in se
 
     A^h_ij = n_h(w^h_j, s^h_ij) over j in S(i):  'none' w s,  'sum' w s / sum w s,  'softmax' w e^s / sum w e^s
 
-with s^h_ij = K^h(p_i, p_j, f_i, f_j) the kernel's score, w_j the quadrature weight and S(i) the
-support. Shapes: features batch first (B, N, Cq) and (B, M, Cs); W_V (H d, Cs) and W_O (Cout, H d)
-in torch's Linear layout with rows (resp. columns) grouped by head, like nn.MultiheadAttention's
+with s^h_ij = K^h(p_i, p_j, f_i, f_j) + c^h_ij the kernel's score plus an optional additive
+``score_bias`` c (a relative-position table, an attention mask's float part), w_j the quadrature
+weight and S(i) the support (which may differ per head when a per-head mask is given).
+Shapes: features batch first (B, N, Cq) and (B, M, Cs); W_V (H d, Cs) and W_O (Cout, H d) in
+torch's Linear layout with rows (resp. columns) grouped by head, like nn.MultiheadAttention's
 v_proj / out_proj; W_skip (Cout, Cq). Everything is built from engine ops, so gradients flow to
 features, positions (when given as Tensors that require grad), weights and every parameter.
 """
 
+import numpy as np
+
 from ..autograd import ops
 from ..autograd.backend import xp_of
 from ..autograd.tensor import Tensor
-from ..errors import ConfigError, ShapeError, describe
+from ..errors import ConfigError, DTypeError, ShapeError, describe
 from ..nn.module import Module
 from . import backends
 from .kernels.base import Kernel, Points, generator, new_parameter
@@ -78,8 +82,8 @@ class IntegralTransform(Module):
                 f"quadrature={self.quadrature!r}, support={self.support!r}, backend={self.backend!r}")
 
     # ----- the pieces -------------------------------------------------------------------------
-    def _prepare(self, x, positions, source, source_positions, weights, mask):
-        """Validated (source Points, projection, weights, mask)."""
+    def _prepare(self, x, positions, source, source_positions, weights, mask, score_bias=None):
+        """Validated (source Points, projection, weights, mask, score bias)."""
         xs = _shape(x, "x")
         if len(xs) != 3 or xs[2] != self.query_features:
             raise ShapeError(f"IntegralTransform: x must be (B, N, {self.query_features}), got "
@@ -109,14 +113,16 @@ class IntegralTransform(Module):
         D = (pq.shape[-1], src.positions.shape[-1])
         if D[0] != D[1]:
             raise ShapeError(f"IntegralTransform: positions have D = {D[0]} but source_positions D = {D[1]}")
-        keep = combine_masks(self.support.mask(pq, src.positions), check_mask(mask, B, N, M))
+        keep = combine_masks(self.support.mask(pq, src.positions),
+                             check_mask(mask, B, N, M, heads=self.heads))
+        bias = _check_score_bias(score_bias, B, self.heads, N, M, dtype)
         proj = self.kernel.project(query, src) if M else None
         w = combine_weights(
             self.quadrature_net(src.features) if self.quadrature == "learned" else None,
             xp.full((1, 1, M), 1.0 / max(M, 1), dtype) if self.quadrature == "mean" else None,
             check_weights(weights, B, self.heads, M),
             self.kernel.source_weights(proj) if M else None)
-        return src, proj, w, keep
+        return src, proj, w, keep, bias
 
     def values(self, source_features):
         """v (B, H, M, d) = W_V^h f_j (+ b_V^h)."""
@@ -126,33 +132,54 @@ class IntegralTransform(Module):
             v = v + self.b_V
         return ops.transpose(ops.reshape(v, (B, M, self.heads, self.head_dim)), (0, 2, 1, 3))
 
-    def kernel_matrix(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None):
-        """The matrix A (B, H, N, M) of the module docstring (dense; support, weights, normalisation
-        applied), so that the integral of head h is A[:, h] @ v[:, h]."""
-        src, proj, w, keep = self._prepare(x, positions, source, source_positions, weights, mask)
+    def _matrix(self, proj, w, keep, bias, shape):
+        """The dense A (B, H, N, M): scores (+ score bias), then weights, support and normalisation."""
+        scores = self.kernel.scores(proj)
+        if bias is not None:
+            scores = scores + bias
+        if tuple(scores.shape) != shape:
+            scores = ops.broadcast_to(scores, shape)
+        return transform_matrix(scores, w, keep, self.normalization)
+
+    def kernel_matrix(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None,
+                      score_bias=None):
+        """The matrix A (B, H, N, M) of the module docstring (dense; support, weights, score bias and
+        normalisation applied), so that the integral of head h is A[:, h] @ v[:, h]."""
+        src, proj, w, keep, bias = self._prepare(x, positions, source, source_positions, weights, mask,
+                                                 score_bias)
         B, N, M = x.shape[0], x.shape[1], src.features.shape[1]
         if proj is None:
             return Tensor(xp_of(_data(x)).zeros((B, self.heads, N, 0), _data(x).dtype))
-        scores = self.kernel.scores(proj)
-        if tuple(scores.shape) != (B, self.heads, N, M):
-            scores = ops.broadcast_to(scores, (B, self.heads, N, M))
-        return transform_matrix(scores, w, keep, self.normalization)
+        return self._matrix(proj, w, keep, bias, (B, self.heads, N, M))
 
     # ----- forward ----------------------------------------------------------------------------
-    def forward(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None):
+    def forward(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None,
+                score_bias=None):
         """y (B, N, Cout) for query features x (B, N, Cq) (see the class and module docstrings).
 
         positions (N, D) / (B, N, D) or None (grid p_i = i); source (B, M, Cs) or None (self mode);
         source_positions likewise; weights (M,), (B, M) or (B, H, M) multiply the configured
-        quadrature; mask (N, M) / (B, N, M) bool, True = keep, ANDed with the configured support.
+        quadrature; mask bool, True = keep, ANDed with the configured support: (N, M) or (B, N, M)
+        for every head, or per head (B, H, N, M) (B or H may be 1; a per-head mask shared by the
+        batch is (1, H, N, M), since a 3-D mask is per batch item); score_bias float in x's dtype,
+        (N, M), (H, N, M) or (B, H, N, M) (B or H may be 1), added to the kernel scores before
+        the normalisation (under softmax: an additive logit; -inf entries exclude a pair, but
+        prefer mask=). Per-head masks and score biases are evaluated by the dense path: fused
+        backends are only asked for calls without them.
         """
-        src, proj, w, keep = self._prepare(x, positions, source, source_positions, weights, mask)
+        src, proj, w, keep, bias = self._prepare(x, positions, source, source_positions, weights, mask,
+                                                 score_bias)
         B, N = x.shape[0], x.shape[1]
         if proj is None:                                  # no sources at all: the integral is 0
             y = Tensor(xp_of(_data(x)).zeros((B, N, self.out_features), _data(x).dtype))
         else:
-            fn = backends.select(self.backend, self.kernel, self.normalization, w, keep)
-            out = fn(self.kernel, proj, self.values(src.features), w, keep, self.normalization)
+            values = self.values(src.features)
+            if bias is None and (keep is None or keep.ndim == 3):
+                fn = backends.select(self.backend, self.kernel, self.normalization, w, keep)
+                out = fn(self.kernel, proj, values, w, keep, self.normalization)
+            else:                                         # the backend contract has neither: dense
+                shape = (B, self.heads, N, values.shape[2])
+                out = ops.matmul(self._matrix(proj, w, keep, bias, shape), values)
             merged = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (B, N, self.embed_dim))
             y = ops.matmul(merged, ops.transpose(self.W_O))
         if self.W_skip is not None:
@@ -160,6 +187,26 @@ class IntegralTransform(Module):
         if self.b is not None:
             y = y + self.b
         return y
+
+
+def _check_score_bias(bias, batch, heads, n, m, dtype):
+    """An additive score bias (N, M), (H, N, M) or (B, H, N, M) as (1|B, 1|H, N, M); a Tensor stays a
+    Tensor (gradients reach it)."""
+    if bias is None:
+        return None
+    data = _data(bias)
+    if not hasattr(data, "shape"):
+        bias = data = np.asarray(data)
+    if data.dtype != dtype:
+        raise DTypeError(f"score_bias: expected a {dtype} array (the features' dtype), got {describe(data)}")
+    shape = tuple(data.shape)
+    ok = (len(shape) == 2 and shape == (n, m)
+          or len(shape) == 3 and shape[1:] == (n, m) and shape[0] in (1, heads)
+          or len(shape) == 4 and shape[2:] == (n, m) and shape[0] in (1, batch) and shape[1] in (1, heads))
+    if not ok:
+        raise ShapeError(f"score_bias: expected shape ({n}, {m}), ({heads}, {n}, {m}) or ({batch}, {heads}, "
+                         f"{n}, {m}), got {describe(data)}")
+    return ops.reshape(bias, (1,) * (4 - len(shape)) + shape) if len(shape) < 4 else bias
 
 
 def _data(a):

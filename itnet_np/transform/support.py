@@ -7,7 +7,8 @@ A support is a boolean matrix keep[b, i, j] (True = j is in S(i)); the constrain
     'strict_causal'   p_j <  p_i                (j < i)
     window=w          max_d |p_i,d - p_j,d| <= w  (1-D: |i - j| <= w)
     radius=r          ||p_i - p_j||_2 <= r      (closed ball, as in neighbour search)
-    mask=...          an explicit bool array (N, M) or (B, N, M), True = keep
+    mask=...          an explicit bool array (N, M) or (B, N, M), or per head (B, H, N, M) (B, H
+                      may be 1), True = keep
 
 Causality is defined on positions rather than on array indices, so that a cross transform whose
 sources are a boundary (e.g. an initial state at p = -1) followed by a sequence stays causal.
@@ -82,8 +83,10 @@ def as_support(support, window=None, radius=None):
     return Support(support, window, radius)
 
 
-def check_mask(mask, batch, n, m, name="mask"):
-    """Validate an explicit bool mask (N, M) or (B, N, M); returns it raw as (1 or B, N, M)."""
+def check_mask(mask, batch, n, m, name="mask", heads=None):
+    """Validate an explicit bool mask: (N, M) or (B, N, M) as (1 or B, N, M); a per-head mask
+    (B, H, N, M) (B and H may be 1; needs ``heads``) as (1|B, H, N, M), or as (1|B, N, M) when
+    its head axis is 1. Returned raw (a constant for autograd)."""
     if mask is None:
         return None
     data = mask.data if isinstance(mask, Tensor) else mask
@@ -96,13 +99,21 @@ def check_mask(mask, batch, n, m, name="mask"):
         return data[None]
     if data.ndim == 3 and data.shape[1:] == (n, m) and data.shape[0] in (1, batch):
         return data
-    raise ShapeError(f"{name}: expected shape ({n}, {m}) or ({batch}, {n}, {m}), got {describe(data)}")
+    if heads is not None and data.ndim == 4 and data.shape[2:] == (n, m) and data.shape[0] in (1, batch) \
+            and data.shape[1] in (1, heads):
+        return data[:, 0] if data.shape[1] == 1 else data
+    shapes = f"({n}, {m}) or ({batch}, {n}, {m})" if heads is None else \
+        f"({n}, {m}), ({batch}, {n}, {m}) or per head ({batch}, {heads}, {n}, {m})"
+    raise ShapeError(f"{name}: expected shape {shapes}, got {describe(data)}")
 
 
 def combine_masks(*masks):
-    """AND of the given raw masks (None = keep everything); None when all are None."""
+    """AND of the given raw masks (1|B, N, M) or (1|B, H, N, M) (None = keep everything); 4-D as soon
+    as one is per head; None when all are None."""
+    given = [m for m in masks if m is not None]
+    if any(m.ndim == 4 for m in given):
+        given = [m if m.ndim == 4 else m[:, None] for m in given]
     out = None
-    for m in masks:
-        if m is not None:
-            out = m if out is None else out & m
+    for m in given:
+        out = m if out is None else out & m
     return out

@@ -23,7 +23,9 @@ Both solvers are built from engine ops, so gradients flow to x, the boundary and
 import numpy as np
 
 from ..autograd import ops
+from ..autograd.backend import xp_of
 from ..autograd.ops._util import raw
+from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, describe
 from ..nn.module import Module
 from .kernels.stencil import StencilKernel
@@ -47,47 +49,56 @@ def shift_transform(features, lag=1, query_features=None, dtype=None):
 
 
 class Volterra(Module):
-    """``Volterra(transform, cell)``: solves y = cell(transform[y], x) (see the module docstring).
+    """``Volterra(transform, cell=None)``: solves y = cell(transform[y], x) (see the module docstring).
 
     ``transform`` is an IntegralTransform with in_features = Cy (the unknown's width) and
     query_features = Cx; ``cell(z, x)`` maps z (B, T', Cout) and x (B, T', Cx) to y (B, T', Cy)
-    for any T' (it is called per step by substitution and on whole sequences by Picard).
+    for any T' (it is called per step by substitution and on whole sequences by Picard). The cell
+    may instead be given per call, ``solver(x, cell=...)``, e.g. a closure over weights that the
+    caller derives at call time (it then overrides the constructor's for that call only).
     """
 
-    def __init__(self, transform, cell):
+    def __init__(self, transform, cell=None):
         super().__init__()
         if not isinstance(transform, IntegralTransform):
-            raise ConfigError(f"Volterra: transform must be an IntegralTransform, got {type(transform).__name__}")
+            raise ConfigError(f"Volterra: transform must be an IntegralTransform, got "
+                              f"{type(transform).__name__}")
+        if cell is not None and not callable(cell):
+            raise ConfigError(f"Volterra: cell must be callable (z, x) -> y, got {type(cell).__name__}")
         self.transform = transform
         self.cell = cell
 
     def forward(self, x, boundary=None, method="substitution", iterations=None, initial=None,
-                positions=None, boundary_positions=None, return_iterates=False):
+                positions=None, boundary_positions=None, return_iterates=False, cell=None):
         """y (B, T, Cy). method 'substitution' (exact) or 'picard' (``iterations`` sweeps, default T,
         from ``initial`` (B, T, Cy), default zeros). ``return_iterates`` (Picard): also return the
-        list [y^(1), ..., y^(k)]."""
+        list [y^(1), ..., y^(k)]. ``cell``: Phi for this call (default: the constructor's). T = 0
+        gives an empty y (B, 0, Cy) for both methods."""
         if method not in METHODS:
             raise ConfigError(f"Volterra: unknown method {method!r}; expected one of {METHODS}")
+        cell = self.cell if cell is None else cell
+        if not callable(cell):
+            raise ConfigError("Volterra: no cell: pass cell=Phi to the constructor or to this call")
+        if method == "substitution" and return_iterates:
+            raise ConfigError("Volterra: return_iterates is only for method='picard'")
         x_shape = tuple(x.shape)
         if len(x_shape) != 3 or x_shape[2] != self.transform.query_features:
             raise ShapeError(f"Volterra: x must be (B, T, {self.transform.query_features}), got "
                              f"{describe(raw(x))}")
         B, T = x_shape[0], x_shape[1]
-        Cy, dtype = self.transform.in_features, raw(x).dtype
-        pos = raw(as_positions(positions, B, T, dtype, "positions", 1))
+        Cy, dtype, xp = self.transform.in_features, raw(x).dtype, xp_of(raw(x))
+        pos = raw(as_positions(positions, B, T, dtype, "positions", 1, xp))
         if boundary is None:
-            boundary = np.zeros((B, 0, Cy), dtype)
+            boundary = xp.zeros((B, 0, Cy), dtype)
         if len(boundary.shape) != 3 or boundary.shape[0] != B or boundary.shape[2] != Cy:
             raise ShapeError(f"Volterra: boundary must be ({B}, Nb, {Cy}), got {describe(raw(boundary))}")
         nb = boundary.shape[1]
         if boundary_positions is None:
-            boundary_positions = np.arange(-nb, 0, dtype=dtype).reshape(1, nb, 1)
-        bpos = raw(as_positions(boundary_positions, B, nb, dtype, "boundary_positions", 1))
+            boundary_positions = xp.arange(-nb, 0, dtype=dtype).reshape(1, nb, 1)
+        bpos = raw(as_positions(boundary_positions, B, nb, dtype, "boundary_positions", 1, xp))
         if method == "substitution":
-            if return_iterates:
-                raise ConfigError("Volterra: return_iterates is only for method='picard'")
-            return self._substitute(x, boundary, pos, bpos)
-        return self._picard(x, boundary, pos, bpos, T if iterations is None else int(iterations),
+            return self._substitute(cell, x, boundary, pos, bpos)
+        return self._picard(cell, x, boundary, pos, bpos, T if iterations is None else int(iterations),
                             initial, return_iterates)
 
     def _apply(self, x, query_pos, sources, source_pos):
@@ -95,31 +106,40 @@ class Volterra(Module):
         keep = raw(source_pos)[:, None, :, 0] < query_pos[:, :, None, 0]
         return self.transform(x, positions=query_pos, source=sources, source_positions=source_pos, mask=keep)
 
-    def _substitute(self, x, boundary, pos, bpos):
+    def _empty(self, x):
+        """y for T = 0: (B, 0, Cy), nothing to solve."""
+        return Tensor(xp_of(raw(x)).zeros((x.shape[0], 0, self.transform.in_features), raw(x).dtype))
+
+    def _substitute(self, cell, x, boundary, pos, bpos):
         rows = []
         for t in range(x.shape[1]):
             sources = ops.concatenate([boundary] + rows, axis=1) if rows else boundary
             source_pos = _broadcast_cat(bpos, pos[:, :t])
             x_t = x[:, t:t + 1]
-            rows.append(self.cell(self._apply(x_t, pos[:, t:t + 1], sources, source_pos), x_t))
-        return ops.concatenate(rows, axis=1)
+            rows.append(cell(self._apply(x_t, pos[:, t:t + 1], sources, source_pos), x_t))
+        return ops.concatenate(rows, axis=1) if rows else self._empty(x)
 
-    def _picard(self, x, boundary, pos, bpos, iterations, initial, return_iterates):
-        B, T = x.shape[0], x.shape[1]
-        y = np.zeros((B, T, self.transform.in_features), raw(x).dtype) if initial is None else initial
-        if tuple(y.shape) != (B, T, self.transform.in_features):
-            raise ShapeError(f"Volterra: initial must be ({B}, {T}, {self.transform.in_features}), got "
-                             f"{describe(raw(y))}")
+    def _picard(self, cell, x, boundary, pos, bpos, iterations, initial, return_iterates):
+        B, T, Cy = x.shape[0], x.shape[1], self.transform.in_features
+        if iterations < 0:
+            raise ConfigError(f"Volterra: iterations must be >= 0, got {iterations}")
+        y = xp_of(raw(x)).zeros((B, T, Cy), raw(x).dtype) if initial is None else initial
+        if tuple(y.shape) != (B, T, Cy):
+            raise ShapeError(f"Volterra: initial must be ({B}, {T}, {Cy}), got {describe(raw(y))}")
+        if T == 0:
+            y = self._empty(x)
+            return (y, [y] * iterations) if return_iterates else y
         source_pos = _broadcast_cat(bpos, pos)
+        y = y if isinstance(y, Tensor) else Tensor(y)
         iterates = []
         for _ in range(iterations):
-            y = self.cell(self._apply(x, pos, ops.concatenate([boundary, y], axis=1), source_pos), x)
+            y = cell(self._apply(x, pos, ops.concatenate([boundary, y], axis=1), source_pos), x)
             iterates.append(y)
         return (y, iterates) if return_iterates else y
 
 
 def _broadcast_cat(a, b):
     """Concatenate position arrays (1|B, n, 1) along axis 1, broadcasting their batch axes."""
-    lead = max(a.shape[0], b.shape[0])
-    return np.concatenate([np.broadcast_to(a, (lead,) + a.shape[1:]),
-                           np.broadcast_to(b, (lead,) + b.shape[1:])], axis=1)
+    xp, lead = xp_of(a), max(a.shape[0], b.shape[0])
+    return xp.concatenate([xp.broadcast_to(a, (lead,) + a.shape[1:]),
+                           xp.broadcast_to(b, (lead,) + b.shape[1:])], axis=1)

@@ -56,6 +56,7 @@ def _draw(rng, shape, domain):
 UNARY = {
     "negative": (itn.negative, operator.neg, lambda x: -1.0, lambda x: 0.0, "any"),
     "exp": (itn.exp, math.exp, math.exp, math.exp, "any"),
+    "expm1": (itn.expm1, math.expm1, math.exp, math.exp, "any"),
     "log": (itn.log, math.log, lambda x: 1 / x, lambda x: -1 / x**2, "pos"),
     "log1p": (itn.log1p, math.log1p, lambda x: 1 / (1 + x), lambda x: -1 / (1 + x) ** 2, "gt-1"),
     "sqrt": (itn.sqrt, math.sqrt, lambda x: 0.5 / math.sqrt(x), lambda x: -0.25 * x**-1.5, "pos"),
@@ -79,6 +80,9 @@ BINARY = {
               "pos", "any"),
     "maximum": (itn.maximum, max, lambda x, y: float(x > y), lambda x, y: float(y > x), "any", "any"),
     "minimum": (itn.minimum, min, lambda x, y: float(x < y), lambda x, y: float(y < x), "any", "any"),
+    # arctan2(y, x) = atan2(y, x): here the first argument is the ordinate
+    "arctan2": (itn.arctan2, math.atan2, lambda y, x: x / (x * x + y * y), lambda y, x: -y / (x * x + y * y),
+                "any", "any"),
 }
 
 
@@ -278,3 +282,18 @@ def test_float32_stays_float32(name, f):
     itn.sum(out).backward()
     for t in (tx, ty):
         assert t.grad is None or t.grad.dtype == np.float32
+
+
+def test_expm1_is_accurate_where_exp_minus_one_cancels():
+    x = np.array([1e-12, -3e-9, 1e-5])
+    np.testing.assert_allclose(itn.expm1(itn.tensor(x)).data, [math.expm1(v) for v in x], rtol=1e-15)
+    t = itn.tensor(x, requires_grad=True)
+    itn.sum(itn.expm1(t)).backward()
+    np.testing.assert_allclose(t.grad.data, np.exp(x), rtol=1e-15)
+
+
+def test_arctan2_covers_all_four_quadrants():
+    y, x = np.array([1.0, 1.0, -1.0, -1.0, 0.0]), np.array([1.0, -1.0, -1.0, 1.0, -2.0])
+    np.testing.assert_allclose(itn.arctan2(itn.tensor(y), itn.tensor(x)).data,
+                               [math.pi / 4, 3 * math.pi / 4, -3 * math.pi / 4, -math.pi / 4, math.pi],
+                               rtol=1e-15)

@@ -6,7 +6,7 @@ import pytest
 
 from itnet_np import nn
 from itnet_np.autograd.tensor import Tensor
-from itnet_np.errors import CheckpointError
+from itnet_np.errors import CheckpointError, ConfigError, DTypeError, ShapeError
 
 
 class Block(nn.Module):
@@ -187,3 +187,111 @@ def test_apply_and_requires_grad():
     assert seen[-1] == "Net" and seen.count("Linear") == 3
     net.requires_grad_(False)
     assert not any(p.requires_grad for p in net.parameters())
+
+
+# ----- functional_call ------------------------------------------------------------------------------
+def _net_numpy(net, x, **override):
+    """Net's forward written out in NumPy from its parameters (names -> arrays), overrides applied."""
+    bias = net.first.bias
+    p = {"offset": net.offset.data, "first.weight": net.first.weight.data,
+         "first.bias": 0.0 if bias is None else bias.data}
+    for k in (0, 1):
+        b = net.blocks[k]
+        p.update({f"blocks.{k}.scale": b.scale.data, f"blocks.{k}.inner.weight": b.inner.weight.data,
+                  f"blocks.{k}.inner.bias": b.inner.bias.data})
+    p.update(override)
+    y = x @ p["first.weight"].T + p["first.bias"]
+    for k in (0, 1):
+        y = (y @ p[f"blocks.{k}.inner.weight"].T + p[f"blocks.{k}.inner.bias"]) * p[f"blocks.{k}.scale"]
+    return y + p["offset"]
+
+
+def test_functional_call_swaps_nested_parameters_and_restores_them():
+    net, rng = Net(), np.random.default_rng(0)
+    x, W, s = rng.standard_normal((4, 2)), rng.standard_normal((3, 3)), rng.standard_normal(3)
+    before = dict(net.named_parameters())
+    y = nn.functional_call(net, {"blocks.1.inner.weight": W, "blocks.0.scale": Tensor(s)}, Tensor(x))
+    want = _net_numpy(net, x, **{"blocks.1.inner.weight": W, "blocks.0.scale": s})
+    np.testing.assert_allclose(y.data, want, rtol=1e-13, atol=1e-13)
+    after = dict(net.named_parameters())
+    assert all(after[n] is p and isinstance(p, nn.Parameter) for n, p in before.items())
+    np.testing.assert_allclose(net(Tensor(x)).data, _net_numpy(net, x), rtol=1e-13, atol=1e-13)
+    # keyword arguments reach forward
+    np.testing.assert_allclose(nn.functional_call(net, {}, x=Tensor(x)).data, _net_numpy(net, x), rtol=1e-13)
+
+
+def test_functional_call_gradients_reach_the_override_tensors():
+    rng = np.random.default_rng(1)
+    lin = nn.Linear(3, 2, dtype=np.float64, rng=0)
+    x, u = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    source = Tensor(rng.standard_normal((2, 3)), requires_grad=True)
+    W = source * 2.0                                     # a derived parameter
+    y = nn.functional_call(lin, {"weight": W}, Tensor(x))
+    (y * u).sum().backward()
+    np.testing.assert_allclose(source.grad.data, 2.0 * u.T @ x, rtol=1e-13)   # d<u, x W^T>/dW = u^T x
+    np.testing.assert_allclose(lin.bias.grad.data, u.sum(0), rtol=1e-13)      # not replaced: own grad
+    assert lin.weight.grad is None                                            # replaced: no grad
+
+
+def test_functional_call_restores_on_exception():
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(2, 2, dtype=np.float64, rng=0)
+
+        def forward(self, x):
+            self.inner(x)
+            raise RuntimeError("boom")
+
+    m = Boom()
+    original = m.inner.weight
+    with pytest.raises(RuntimeError, match="boom"):
+        nn.functional_call(m, {"inner.weight": np.zeros((2, 2))}, Tensor(np.ones((1, 2))))
+    assert m.inner.weight is original and m.inner._parameters["weight"] is original
+
+
+def test_functional_call_ties_and_empty_slots():
+    net, x = Net(), np.random.default_rng(2).standard_normal((2, 2))
+    net.blocks[1].inner.weight = net.blocks[0].inner.weight          # tied
+    W = np.eye(3)
+    y = nn.functional_call(net, {"blocks.0.inner.weight": W}, Tensor(x))
+    ref = _net_numpy(net, x, **{"blocks.0.inner.weight": W, "blocks.1.inner.weight": W})
+    np.testing.assert_allclose(y.data, ref, rtol=1e-13, atol=1e-13)
+    with pytest.raises(ConfigError, match="same .tied. parameter"):
+        nn.functional_call(net, {"blocks.0.inner.weight": W, "blocks.1.inner.weight": 2 * W}, Tensor(x))
+    net.first.bias = None                                             # an empty slot takes any value
+    b = np.array([1.0, 2.0, 3.0])
+    y = nn.functional_call(net, {"first.bias": b}, Tensor(x))
+    assert net.first.bias is None
+    np.testing.assert_allclose(y.data, _net_numpy(net, x, **{"first.bias": b}), rtol=1e-13, atol=1e-13)
+
+
+def test_functional_call_errors():
+    net, x = Net(), Tensor(np.ones((1, 2)))
+    with pytest.raises(ConfigError, match=r"functional_call: Net has no parameter 'first\.wieght'.*valid "
+                                          r"names: offset, first\.weight"):
+        nn.functional_call(net, {"first.wieght": np.zeros((3, 2))}, x)
+    with pytest.raises(ConfigError, match="counter"):                 # buffers are not parameters
+        nn.functional_call(net, {"counter": np.zeros(1)}, x)
+    with pytest.raises(ShapeError, match=r"functional_call: override 'first\.weight' has shape \(2, 3\).*"
+                                         r"\(3, 2\)"):
+        nn.functional_call(net, {"first.weight": np.zeros((2, 3))}, x)
+    with pytest.raises(DTypeError, match=r"'first\.weight' is float32.*float64"):
+        nn.functional_call(net, {"first.weight": np.zeros((3, 2), np.float32)}, x)
+    with pytest.raises(ConfigError, match="mapping"):
+        nn.functional_call(net, [("offset", 0.0)], x)
+    with pytest.raises(ConfigError, match="expected a Module"):
+        nn.functional_call(lambda x: x, {}, x)
+    assert all(isinstance(p, nn.Parameter) for p in net.parameters())
+
+
+def test_override_parameters_runs_any_method_and_restores():
+    lin = nn.Linear(2, 2, dtype=np.float64, rng=0)
+    W = np.array([[1.0, 2.0], [3.0, 4.0]])
+    with nn.override_parameters(lin, {"weight": W}) as m:
+        assert m is lin and np.array_equal(lin.weight.data, W) and not isinstance(lin.weight, nn.Parameter)
+        assert "weight" in dict(lin.named_parameters())
+    assert isinstance(lin.weight, nn.Parameter) and not np.array_equal(lin.weight.data, W)
+    with pytest.raises(KeyError), nn.override_parameters(lin, {"bias": np.zeros(2)}):
+        raise KeyError("inside")
+    assert isinstance(lin.bias, nn.Parameter) and lin.bias.data.any()

@@ -164,10 +164,12 @@ def test_arrays_become_parameters_and_reverse_map_round_trips(cfg):
 
 def test_reverse_map_of_a_plain_transform():
     rng = np.random.default_rng(4)
-    kernel = LowRankKernel(4, heads=2, feature_dim=3, rng=5, dtype=np.float64)
+    kernel = LowRankKernel(4, heads=2, feature_dim=3, bias=True, rng=5, dtype=np.float64)
+    kernel.b_q.data[...], kernel.b_k.data[...] = rng.standard_normal(6), rng.standard_normal(6)
     op = IntegralTransform(4, 3, kernel, embed_dim=6, normalization="sum", support="causal", value_bias=True,
                            rng=6, dtype=np.float64)
     w = linear_attention_weights(op)
+    assert w["q_bias"] is not None and w["k_bias"] is not None
     x = rng.standard_normal((2, 5, 4))
     np.testing.assert_allclose(conventional(x, w, 2, R.causal_linear_attention_recurrent_ref), op(x).data,
                                rtol=1e-12, atol=1e-12)

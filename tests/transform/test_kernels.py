@@ -245,3 +245,83 @@ def test_sum_kernel_adds_scores_and_folds_weights():
     want = a(pts).data + b.scores(pb).data * b.source_weights(pb).data[:, :, None, :]
     np.testing.assert_allclose(s(pts).data, want, rtol=1e-14)
     assert [n for n, _ in s.named_parameters()][:2] == ["k0.coef", "k0.log_rate"]
+
+
+def selective_op(k, C_in, Dch):
+    op = T.IntegralTransform(C_in, Dch, k, embed_dim=Dch, bias=False, dtype=F64)
+    op.W_V.data[...] = np.eye(Dch, C_in)
+    op.W_O.data[...] = np.eye(Dch)
+    return op
+
+
+def test_selective_kernel_with_direct_A_of_any_sign():
+    rng = np.random.default_rng(11)
+    Dch, S, C_in, L = 2, 3, 4, 8
+    A = rng.uniform(-1.0, 0.5, (Dch, S))
+    A[0, 0] = 0.0
+    k = T.SelectiveKernel(C_in, Dch, state_dim=S, A=A, direct_A=True, rng=0, dtype=F64)
+    assert [n for n, _ in k.named_parameters()] == ["W_dt", "b_dt", "W_B", "W_C", "A"]
+    np.testing.assert_array_equal(k.A.data, A)
+    f = rng.standard_normal((2, L, C_in))
+    delta = np.logaddexp(0, f @ k.W_dt.data.T + k.b_dt.data)
+    want = selective_scan_ref(f[..., :Dch], delta, A, f @ k.W_B.data.T, f @ k.W_C.data.T)
+    np.testing.assert_allclose(selective_op(k, C_in, Dch)(f).data, want, rtol=1e-11, atol=1e-12)
+    with pytest.raises(Exception, match="every entry < 0"):
+        T.SelectiveKernel(C_in, Dch, state_dim=S, A=A)
+
+
+def test_selective_kernel_with_unit_weights_is_ssd():
+    """delta_as_weight=False: h_t = exp(Delta_t A) h_{t-1} + B_t x_t, y_t = C_t . h_t (no Delta on B)."""
+    rng = np.random.default_rng(12)
+    Dch, S, C_in, L = 2, 2, 3, 7
+    k = T.SelectiveKernel(C_in, Dch, state_dim=S, delta_as_weight=False, rng=0, dtype=F64)
+    assert not k.has_source_weights
+    assert T.SumKernel(k, T.DecayKernel(Dch, dtype=F64)).has_source_weights is False
+    f = rng.standard_normal((2, L, C_in))
+    delta = np.logaddexp(0, f @ k.W_dt.data.T + k.b_dt.data)
+    A, Bm, Cm, x = -np.exp(k.A_log.data), f @ k.W_B.data.T, f @ k.W_C.data.T, f[..., :Dch]
+    h, want = np.zeros((2, Dch, S)), np.zeros((2, L, Dch))
+    for t in range(L):
+        h = np.exp(delta[:, t, :, None] * A) * h + x[:, t, :, None] * Bm[:, t, None, :]
+        want[:, t] = np.einsum("bdn,bn->bd", h, Cm[:, t])
+    np.testing.assert_allclose(selective_op(k, C_in, Dch)(f).data, want, rtol=1e-12, atol=1e-12)
+
+
+def test_selective_clock_gaps_are_segment_sums():
+    """float32, tau up to ~3000: the dense gap sum_{s<r<=t} Delta_r keeps its relative accuracy; the
+    difference of the two prefix sums (the tile path) loses ~eps * tau_t."""
+    rng = np.random.default_rng(13)
+    L = 1500
+    k = T.SelectiveKernel(1, 1, state_dim=1, dt_softplus=False, rng=0, dtype=np.float32)
+    k.W_dt.data[...] = 1.0
+    k.b_dt.data[...] = 0.0
+    f = rng.uniform(1.5, 2.5, (1, L, 1)).astype(np.float32)      # Delta_t = f_t
+    pts = T.Points(f, np.arange(L, dtype=np.float32).reshape(1, L, 1))
+    proj = k.project(pts, pts)
+    exact = np.cumsum(f[0, :, 0].astype(F64))
+    exact = exact[:, None] - exact[None, :]
+    lower = np.tril(np.ones((L, L), bool))
+    dense = k.clock_gaps(proj).data[0, :, :, 0]
+    tile = k.clock_gaps(proj.tile(slice(0, L), slice(0, L))).data[0, :, :, 0]
+    rel = lambda g: np.max(np.abs(g - exact)[lower] / np.maximum(exact[lower], 1.0))
+    assert rel(dense) < 5e-6 and rel(tile) > 2e-5
+    assert not dense[~lower].any()
+
+
+def test_lowrank_kernel_biases_and_exp_activation_by_name():
+    rng = np.random.default_rng(14)
+    k = T.LowRankKernel(3, heads=2, feature_dim=2, bias=True, rng=0, dtype=F64)
+    k.b_q.data[...], k.b_k.data[...] = rng.standard_normal(4), rng.standard_normal(4)
+    x = rng.standard_normal((1, 5, 3))
+    phi = lambda z: np.where(z > 0, z + 1, np.exp(np.minimum(z, 0)))
+    q = phi(x @ k.W_q.data.T + k.b_q.data).reshape(1, 5, 2, 2)
+    kk = phi(x @ k.W_k.data.T + k.b_k.data).reshape(1, 5, 2, 2)
+    np.testing.assert_allclose(k(T.Points(x, np.arange(5.0).reshape(1, 5, 1))).data,
+                               np.einsum("bnhr,bmhr->bhnm", q, kk), rtol=1e-13)
+    m = T.MLPKernel(2, 1, hidden=1, inputs=("dist2",), activation="exp", rng=0, dtype=F64)
+    p = rng.standard_normal((1, 4, 1))
+    proj = m.project(T.Points(np.zeros((1, 4, 2)), p), T.Points(np.zeros((1, 4, 2)), p))
+    assert m.factors(proj)[-1] == "exp"
+    pre = m.W1.data[0, 0] * (p[0, :, None, 0] - p[0, None, :, 0]) ** 2 + m.b1.data[0]
+    want = m.W2.data[0, 0] * np.exp(pre) + m.b2.data[0]
+    np.testing.assert_allclose(m.scores(proj).data[0, 0], want, rtol=1e-13)

@@ -19,6 +19,7 @@ from itnet_np import transform as T
 
 F64 = np.float64
 ACT = {"silu": lambda z: z / (1 + np.exp(-z)), "tanh": np.tanh, "sin": np.sin, "relu": lambda z: np.maximum(z, 0),
+       "exp": np.exp,
        "gelu": lambda z: 0.5 * z * (1 + erf(z / math.sqrt(2))),
        "gelu_tanh": lambda z: 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))}
 FAMILIES = ("mlp", "dot", "stencil", "decay", "selective", "lowrank", "sum")
@@ -99,23 +100,25 @@ def pair_scores(k, fq, pq, fs, ps, b, i, j):
         return s, np.ones(H)
     if isinstance(k, T.SelectiveKernel):
         delta = softplus(fs[b] @ P(k.W_dt).T + P(k.b_dt))                  # (M, H), per point
-        A = -np.exp(P(k.A_log))
+        A = P(k.A) if k.direct_A else -np.exp(P(k.A_log))
         Ct, Bs = P(k.W_C) @ fi, P(k.W_B) @ fj
         s = np.zeros(H)
         if i >= j:
             for h in range(H):
                 gap = sum(delta[r, h] for r in range(j + 1, i + 1))
                 s[h] = sum(Ct[n] * Bs[n] * math.exp(A[h, n] * gap) for n in range(k.state_dim))
-        return s, delta[j]
+        return s, delta[j] if k.delta_as_weight else np.ones(H)
     if isinstance(k, T.LowRankKernel):
         r = k.feature_dim
-        a, c = elu1(P(k.W_q) @ fi), elu1(P(k.W_k) @ fj)
+        a = elu1(P(k.W_q) @ fi + (0 if k.b_q is None else P(k.b_q)))
+        c = elu1(P(k.W_k) @ fj + (0 if k.b_k is None else P(k.b_k)))
         return np.array([a[h * r:(h + 1) * r] @ c[h * r:(h + 1) * r] for h in range(H)]), np.ones(H)
     raise AssertionError(type(k))
 
 
-def loop_transform(op, fq, pq, fs, ps, support, window, radius, mask, given_w):
-    """y (B, N, Cout) by explicit loops; positions (B, N, D) float arrays; given_w (B, H, M) or None."""
+def loop_transform(op, fq, pq, fs, ps, support, window, radius, mask, given_w, bias):
+    """y (B, N, Cout) by explicit loops; positions (B, N, D) float arrays; given_w (B, H, M), mask
+    (B, H, N, M) bool and bias (B, H, N, M) float, each or None."""
     P = lambda t: t.data
     B, N, M, H, d = fq.shape[0], fq.shape[1], fs.shape[1], op.heads, op.head_dim
     y = np.zeros((B, N, op.out_features))
@@ -128,7 +131,7 @@ def loop_transform(op, fq, pq, fs, ps, support, window, radius, mask, given_w):
                     keep = {"full": True, "causal": dp[0] <= 0, "strict_causal": dp[0] < 0}[support]
                     keep &= window is None or np.max(np.abs(dp)) <= window
                     keep &= radius is None or math.sqrt(dp @ dp) <= radius
-                    keep &= mask is None or bool(mask[b, i, j])
+                    keep &= mask is None or bool(mask[b, h, i, j])
                     if not keep:
                         continue
                     s, kw = pair_scores(op.kernel, fq, pq, fs, ps, b, i, j)
@@ -142,7 +145,7 @@ def loop_transform(op, fq, pq, fs, ps, support, window, radius, mask, given_w):
                     v = P(op.W_V)[h * d:(h + 1) * d] @ fs[b, j]
                     if op.b_V is not None:
                         v = v + P(op.b_V)[h * d:(h + 1) * d]
-                    terms.append((w, s[h], v))
+                    terms.append((w, s[h] + (0.0 if bias is None else bias[b, h, i, j]), v))
                 out = np.zeros(d)
                 if op.normalization == "none":
                     out = sum((w * s * v for w, s, v in terms), out)
@@ -184,9 +187,11 @@ def make_kernel(family, C, Cq, H, D, rng, draw):
         return T.DecayKernel(H, real_modes=draw(st.integers(0, 2)), complex_modes=1,
                              strict=draw(st.booleans()), rng=rng, dtype=F64)
     if family == "selective":
-        return T.SelectiveKernel(C, H, state_dim=2, rng=rng, dtype=F64)
+        return T.SelectiveKernel(C, H, state_dim=2, direct_A=draw(st.booleans()),
+                                 delta_as_weight=draw(st.booleans()), rng=rng, dtype=F64)
     if family == "lowrank":
-        return T.LowRankKernel(C, H, feature_dim=2, query_features=Cq, rng=rng, dtype=F64)
+        return T.LowRankKernel(C, H, feature_dim=2, query_features=Cq, bias=draw(st.booleans()), rng=rng,
+                               dtype=F64)
     return T.SumKernel(T.DecayKernel(H, 1, 1, rng=rng, dtype=F64), T.StencilKernel([-1, 0], heads=H, rng=rng,
                                                                                    dtype=F64))
 
@@ -233,18 +238,24 @@ def cases(draw, family):
         if pos_args:
             pos_args["source_positions"] = pos_args["source_positions"][:, None]
     mask = None
-    if draw(st.booleans()):
-        mask = rng.uniform(size=(B, N, M)) < 0.6
-        mask[:, 0] = False                            # an all-masked row
+    mask_shape = draw(st.sampled_from([None, (B, N, M), (N, M), (B, H, N, M), (1, H, N, M), (B, 1, N, M)]))
+    if mask_shape is not None:
+        mask = rng.uniform(size=mask_shape) < 0.6
+        mask[..., 0, :] = False                       # an all-masked row
+    bias_shape = draw(st.sampled_from([None, (N, M), (H, N, M), (1, N, M), (B, H, N, M), (1, H, N, M)]))
+    bias = None if bias_shape is None else rng.standard_normal(bias_shape)
     wkind = draw(st.sampled_from(["none", "M", "BM", "BHM"]))
     given_w = {"none": None, "M": rng.uniform(0.2, 2, (M,)), "BM": rng.uniform(0.2, 2, (B, M)),
                "BHM": rng.uniform(0.0, 2, (B, H, M))}[wkind]
     full_w = None if given_w is None else np.broadcast_to(
         given_w if given_w.ndim == 3 else given_w.reshape((given_w.size // max(M, 1) if M else 1, 1, M)), (B, H, M))
-    call = {**pos_args, "weights": given_w, "mask": mask}
+    call = {**pos_args, "weights": given_w, "mask": mask, "score_bias": bias}
     if cross:
         call["source"] = fs
-    return op, fq, call, (fq, pq, fs, ps, support, window, radius, mask, full_w)
+    full_mask = None if mask is None else np.broadcast_to(mask if mask.ndim == 4 else (
+        mask[:, None] if mask.ndim == 3 else mask), (B, H, N, M))
+    full_bias = None if bias is None else np.broadcast_to(bias, (B, H, N, M))
+    return op, fq, call, (fq, pq, fs, ps, support, window, radius, full_mask, full_w, full_bias)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

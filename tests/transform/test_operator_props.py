@@ -10,11 +10,6 @@ from itnet_np.errors import ConfigError, DTypeError, ShapeError
 F64 = np.float64
 
 
-def swap(module, name, value):
-    """Put a plain Tensor in a parameter slot, so gradcheck can differentiate through it."""
-    module._parameters[name] = value
-
-
 def mlp_op(normalization="softmax", support="full", D=2, **kw):
     k = T.MLPKernel(3, heads=2, hidden=4, inputs=("dp", "dist2", "fourier", "prod", "fi", "fj"),
                     position_dim=D, fourier=2, product_rank=2, activation="tanh", rng=1, dtype=F64)
@@ -32,10 +27,8 @@ def test_gradcheck_features_positions_and_kernel_parameters(normalization):
         op.kernel.W2.data[...] *= 0.1
 
     def f(x, p, W1, P, freq_free_W_V, w):
-        swap(op.kernel, "W1", W1)
-        swap(op.kernel, "P", P)
-        swap(op, "W_V", freq_free_W_V)
-        return op(x, positions=p, weights=w)
+        return itn.nn.functional_call(op, {"kernel.W1": W1, "kernel.P": P, "W_V": freq_free_W_V},
+                                      x, positions=p, weights=w)
 
     args = [x, p, op.kernel.W1.data.copy(), op.kernel.P.data.copy(), op.W_V.data.copy(), w]
     assert itn.gradcheck(f, args, atol=1e-6, rtol=1e-5)
@@ -53,17 +46,16 @@ def test_gradcheck_every_parameter_of_other_families(kernel):
     op = T.IntegralTransform(3, 2, k, embed_dim=4, normalization="none", support="causal",
                              quadrature="learned", learned_weights_per_head=True, rng=4, dtype=F64)
     x = np.random.default_rng(1).standard_normal((2, 4, 3))
-    slots = [(m, n) for _, m in op.named_modules() for n, p in m._parameters.items() if p is not None]
     for _, m in op.named_modules():                  # move learned quadrature off its flat init
         if isinstance(m, T.LearnedQuadrature):
             m.weight.data[...] = 0.3
 
-    def f(x, *params):
-        for (m, n), p in zip(slots, params):
-            swap(m, n, p)
-        return op(x)
+    names = [n for n, _ in op.named_parameters()]
 
-    assert itn.gradcheck(f, [x] + [m._parameters[n].data.copy() for m, n in slots], atol=1e-6, rtol=1e-5)
+    def f(x, *params):
+        return itn.nn.functional_call(op, dict(zip(names, params)), x)
+
+    assert itn.gradcheck(f, [x] + [p.data.copy() for p in op.parameters()], atol=1e-6, rtol=1e-5)
 
 
 def test_gradcheck_decay_kernel_wrt_positions_and_gradgradcheck_softmax():
@@ -174,8 +166,14 @@ def test_error_messages_name_argument_and_shapes():
         (ShapeError, r"positions: expected shape \(4, 2\) or \(2, 4, 2\), got shape \(4, 3\)",
          lambda: op(x, positions=np.zeros((4, 3)))),
         (ShapeError, r"must be given explicitly", lambda: op(x)),
-        (ShapeError, r"mask: expected shape \(4, 4\) or \(2, 4, 4\), got shape \(4, 3\)",
-         lambda: op(x, positions=p, mask=np.ones((4, 3), bool))),
+        (ShapeError, r"mask: expected shape \(4, 4\), \(2, 4, 4\) or per head \(2, 2, 4, 4\), got "
+                     r"shape \(4, 3\)", lambda: op(x, positions=p, mask=np.ones((4, 3), bool))),
+        (ShapeError, r"mask: .*got shape \(2, 3, 4, 4\)",
+         lambda: op(x, positions=p, mask=np.ones((2, 3, 4, 4), bool))),
+        (ShapeError, r"score_bias: expected shape \(4, 4\), \(2, 4, 4\) or \(2, 2, 4, 4\), got "
+                     r"shape \(3, 4, 4\)", lambda: op(x, positions=p, score_bias=np.zeros((3, 4, 4)))),
+        (DTypeError, r"score_bias: expected a float64 array",
+         lambda: op(x, positions=p, score_bias=np.zeros((4, 4), np.float32))),
         (ShapeError, r"mask: expected a bool array", lambda: op(x, positions=p, mask=np.ones((4, 4)))),
         (ShapeError, r"weights: expected shape \(4,\), \(2, 4\) or \(2, 2, 4\), got shape \(3,\)",
          lambda: op(x, positions=p, weights=np.ones(3))),
@@ -199,3 +197,38 @@ def test_error_messages_name_argument_and_shapes():
     for err, pattern, call in cases:
         with pytest.raises(err, match=pattern):
             call()
+
+
+def test_per_head_mask_and_score_bias_gradients_and_the_dense_path():
+    rng = np.random.default_rng(5)
+    op = mlp_op("softmax", D=1, support="causal")
+    x, bias = rng.standard_normal((2, 4, 3)), rng.standard_normal((1, 2, 4, 4))
+    mask = rng.uniform(size=(2, 2, 4, 4)) < 0.7
+    mask[0, 1, 2] = False                                      # an empty row in one head only
+    assert itn.gradcheck(lambda x, c: op(x, mask=mask, score_bias=c), [x, bias], atol=1e-6, rtol=1e-5)
+    assert itn.gradgradcheck(lambda x, c: op(x, mask=mask, score_bias=c), [x, bias], atol=1e-5, rtol=1e-4)
+    # A per-head mask equals masking that head's scores with -inf (softmax), head by head via kernel_matrix.
+    A = op.kernel_matrix(x, mask=mask, score_bias=bias).data
+    B = op.kernel_matrix(x, score_bias=np.where(mask, bias, -np.inf)).data
+    np.testing.assert_allclose(A, B, rtol=1e-14, atol=1e-15)
+    assert not A[0, 1, 2].any() and A[0, 0, 2].any()
+    # a head axis of 1 is a plain mask: same result as (B, N, M)
+    np.testing.assert_array_equal(op(x, mask=mask[:, :1]).data, op(x, mask=mask[:, 0]).data)
+    # fused backends are never handed a per-head mask or a score bias
+    calls = []
+
+    def spy(kernel, proj, values, weights, keep, normalization):
+        calls.append(keep.shape if keep is not None else None)
+        return T.backends.dense(kernel, proj, values, weights, keep, normalization)
+    T.register_backend("test-spy", spy)
+    try:
+        spied = mlp_op("softmax", D=1, support="causal", backend="test-spy")
+        np.testing.assert_array_equal(spied(x, mask=mask, score_bias=bias).data,
+                                      op(x, mask=mask, score_bias=bias).data)
+        spied(x, mask=mask)
+        spied(x, score_bias=bias)
+        assert calls == []
+        spied(x, mask=mask[:, 0])
+        assert calls == [(2, 4, 4)]
+    finally:
+        T.backends._BACKENDS.pop("test-spy")

@@ -125,3 +125,39 @@ def test_volterra_errors():
         solver(np.zeros((1, 3, 2)))
     with pytest.raises(ConfigError, match="lag must be >= 1"):
         T.shift_transform(2, lag=0)
+    with pytest.raises(ConfigError, match="iterations must be >= 0"):
+        solver(x, method="picard", iterations=-1)
+    with pytest.raises(ConfigError, match="cell must be callable"):
+        T.Volterra(solver.transform, cell="tanh")
+
+
+@pytest.mark.parametrize("method", ["substitution", "picard"])
+def test_cell_given_per_call_overrides_the_constructor(method):
+    rng = np.random.default_rng(6)
+    solver, loop = elman_setup(rng)
+    x, h0 = rng.standard_normal((2, 5, 2)), rng.standard_normal((2, 1, 3))
+    W = rng.standard_normal((3, 2))
+    other = lambda z, x: itn.tanh(z * 0.5 + x @ W.T)              # h_t = tanh(h_{t-1}/2 + W x_t)
+    h, want = h0[:, 0], []
+    for t in range(5):
+        h = np.tanh(0.5 * h + x[:, t] @ W.T)
+        want.append(h)
+    np.testing.assert_allclose(solver(x, boundary=h0, method=method, cell=other).data, np.stack(want, 1),
+                               rtol=1e-13, atol=1e-13)
+    # the constructor's cell is untouched, and a solver built without one needs it per call
+    np.testing.assert_allclose(solver(x, boundary=h0, method=method).data, loop(x, h0[:, 0]), rtol=1e-12)
+    bare = T.Volterra(solver.transform)
+    np.testing.assert_array_equal(bare(x, boundary=h0, method=method, cell=other).data,
+                                  solver(x, boundary=h0, method=method, cell=other).data)
+    with pytest.raises(ConfigError, match="no cell"):
+        bare(x, boundary=h0, method=method)
+
+
+@pytest.mark.parametrize("method", ["substitution", "picard"])
+def test_empty_sequence_gives_an_empty_result(method):
+    solver, _ = elman_setup(np.random.default_rng(7))
+    y = solver(np.zeros((2, 0, 2)), boundary=np.ones((2, 1, 3)), method=method)
+    assert isinstance(y, itn.Tensor) and y.shape == (2, 0, 3) and y.dtype == F64
+    if method == "picard":
+        y, its = solver(np.zeros((2, 0, 2)), method=method, iterations=2, return_iterates=True)
+        assert y.shape == (2, 0, 3) and [i.shape for i in its] == [(2, 0, 3)] * 2

@@ -1,8 +1,8 @@
 """All differentiable ops, one family per module; re-exported at ``itnet_np`` top level."""
 from .convert import astype, copy, to_device  # noqa: F401
 from .elementwise import (  # noqa: F401
-    abs, add, clip, cos, divide, exp, log, log1p, maximum, minimum, multiply, negative, power,
-    sign, sin, sqrt, subtract, tanh, where)
+    abs, add, arctan2, clip, cos, divide, exp, expm1, log, log1p, maximum, minimum, multiply, negative,
+    power, sign, sin, sqrt, subtract, tanh, where)
 from .index import getitem, index_put, scatter_add  # noqa: F401
 from .linalg import einsum, matmul  # noqa: F401
 from .reduce import cumsum, logsumexp, max, mean, min, prod, sum, var  # noqa: F401

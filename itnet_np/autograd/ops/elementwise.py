@@ -47,10 +47,16 @@ power = primitive(np.power, "power").defvjp(lambda g, out, x, y: g * y * power(x
 exp = primitive(np.exp, "exp", save_output=True).defvjp(lambda g, out, x: g * out)
 log = primitive(np.log, "log").defvjp(lambda g, out, x: g / x)
 log1p = primitive(np.log1p, "log1p").defvjp(lambda g, out, x: g / (1 + x))
+# d expm1(x) = e^x dx = (expm1(x) + 1) dx; expm1 keeps its relative accuracy where e^x - 1 cancels
+expm1 = primitive(np.expm1, "expm1", save_output=True).defvjp(lambda g, out, x: g * (out + 1))
 # d sqrt(x) = dx / (2 sqrt(x))
 sqrt = primitive(np.sqrt, "sqrt", save_output=True).defvjp(lambda g, out, x: g / (2 * out))
 sin = primitive(np.sin, "sin").defvjp(lambda g, out, x: g * cos(x))
 cos = primitive(np.cos, "cos").defvjp(lambda g, out, x: -g * sin(x))
+# atan2(y, x), the angle of the point (x, y): d = (x dy - y dx) / (x^2 + y^2)  (undefined at the origin)
+arctan2 = primitive(np.arctan2, "arctan2").defvjp(
+    lambda g, out, y, x: g * x / (x * x + y * y),
+    lambda g, out, y, x: -g * y / (x * x + y * y))
 # d tanh(x) = (1 - tanh(x)^2) dx
 tanh = primitive(np.tanh, "tanh", save_output=True).defvjp(lambda g, out, x: g * (1 - out * out))
 # sign is piecewise constant: its derivative is zero wherever it is defined.

@@ -3,7 +3,7 @@
 A kernel reports its activation by *name* to a fused backend, so each name fixes the formula:
 
     'identity' x          'relu'  max(x, 0)        'tanh'  tanh x        'sin'   sin x
-    'sigmoid'  1/(1+e^-x) 'silu'  x sigmoid(x)     'softplus' log(1 + e^x)
+    'sigmoid'  1/(1+e^-x) 'silu'  x sigmoid(x)     'softplus' log(1 + e^x) 'exp'   e^x
     'gelu'      x Phi(x), exact (erf)      'gelu_tanh' x/2 (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))
     'elu+1'     x + 1 (x > 0), e^x (x <= 0)
 
@@ -32,6 +32,7 @@ ACTIVATIONS = {
     "relu": lambda x: ops.maximum(x, 0.0),
     "tanh": ops.tanh,
     "sin": ops.sin,
+    "exp": ops.exp,
     "sigmoid": lambda x: _functional("sigmoid")(x),
     "silu": lambda x: _functional("silu")(x),
     "softplus": lambda x: _functional("softplus")(x),

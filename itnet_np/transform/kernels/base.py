@@ -74,6 +74,11 @@ class Kernel(Module):
         """Data-dependent quadrature weights (B, H, M) contributed by the kernel, or None."""
         return
 
+    @property
+    def has_source_weights(self):
+        """Whether ``source_weights`` can return weights (a kernel that defines it says so)."""
+        return type(self).source_weights is not Kernel.source_weights
+
     def forward(self, query, source=None):
         """Dense scores (B, H, N, M) of ``Points`` query against source (self when None)."""
         return self.scores(self.project(query, query if source is None else source))

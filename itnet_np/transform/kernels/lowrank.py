@@ -1,6 +1,6 @@
 """LowRankKernel: a finite feature-map kernel, the kernel of linear attention.
 
-    s^h_ij = phi(W_q^h f_i) . psi(W_k^h f_j)        (rank r = feature_dim per head)
+    s^h_ij = phi(W_q^h f_i + b_q^h) . psi(W_k^h f_j + b_k^h)        (rank r = feature_dim per head)
 
 phi, psi are named activations (see activations.py), e.g. 'elu+1' (Katharopoulos et al. 2020), or
 callables. With normalization='sum' and a causal support this is causal linear attention; because the
@@ -14,14 +14,15 @@ from .base import Kernel, Projection, check_features, generator, new_parameter
 
 class LowRankKernel(Kernel):
     """``LowRankKernel(in_features, heads=1, feature_dim=None, query_features=None,
-    feature_map='elu+1', key_feature_map=None, rng=None, dtype=None)``.
+    feature_map='elu+1', key_feature_map=None, bias=False, rng=None, dtype=None)``.
 
-    Parameters ``W_q`` (H r, Cq), ``W_k`` (H r, Cs), rows grouped by head; r defaults to
-    in_features // heads (at least 1). key_feature_map defaults to feature_map.
+    Parameters ``W_q`` (H r, Cq), ``W_k`` (H r, Cs), rows grouped by head, and ``b_q``, ``b_k``
+    (H r,) when bias (zeros at init); r defaults to in_features // heads (at least 1).
+    key_feature_map defaults to feature_map.
     """
 
     def __init__(self, in_features, heads=1, feature_dim=None, query_features=None,
-                 feature_map="elu+1", key_feature_map=None, rng=None, dtype=None):
+                 feature_map="elu+1", key_feature_map=None, bias=False, rng=None, dtype=None):
         super().__init__(heads)
         rng = generator(rng)
         self.in_features = int(in_features)
@@ -33,20 +34,27 @@ class LowRankKernel(Kernel):
         width = self.heads * self.feature_dim
         self.W_q = new_parameter((width, self.query_features), rng, dtype, fan_in=self.query_features)
         self.W_k = new_parameter((width, self.in_features), rng, dtype, fan_in=self.in_features)
+        if bias:
+            self.b_q = new_parameter((width,), rng, dtype)
+            self.b_k = new_parameter((width,), rng, dtype)
+        else:
+            self.b_q = self.b_k = None
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, heads={self.heads}, feature_dim={self.feature_dim}, "
                 f"feature_map={self.feature_map_name!r}")
 
-    def _features(self, f, weight, fmap):
+    def _features(self, f, weight, bias, fmap):
         z = ops.matmul(f, ops.transpose(weight))
+        if bias is not None:
+            z = z + bias
         return fmap(ops.reshape(z, tuple(f.shape[:2]) + (self.heads, self.feature_dim)))
 
     def project(self, query, source):
         check_features(self, query, self.query_features, "query")
         check_features(self, source, self.in_features, "source")
-        return Projection({"phi": self._features(query.features, self.W_q, self.phi)},
-                          {"psi": self._features(source.features, self.W_k, self.psi)})
+        return Projection({"phi": self._features(query.features, self.W_q, self.b_q, self.phi)},
+                          {"psi": self._features(source.features, self.W_k, self.b_k, self.psi)})
 
     def scores(self, proj):
         return ops.einsum("bnhr,bmhr->bhnm", proj.query["phi"], proj.source["psi"])

@@ -7,7 +7,8 @@ With the offset rel = p_j - p_i (source minus query, T5's ``memory_position - co
                followed by every other slope of 2c (the first H - c of them)
     't5'       b^h = table[h, bucket(rel)] with T5's bucket rule (Raffel et al. 2020): half the
                buckets for rel > 0 when bidirectional; exact buckets for |rel| < n/2, then
-               logarithmically spaced buckets up to max_distance, clipped to the last bucket
+               logarithmically spaced buckets up to max_distance, clipped to the last bucket (the
+               log in float32, as HF / Mesh-TF)
     'learned'  b^h = table[h, clip(rel, -max_distance, max_distance) + max_distance]
 """
 import math
@@ -39,7 +40,13 @@ def alibi_slopes(heads):
 
 
 def t5_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128):
-    """T5 bucket index (int64, same shape) of integer offsets rel = p_j - p_i."""
+    """T5 bucket index (int64, same shape) of integer offsets rel = p_j - p_i.
+
+    The logarithmic part, exact + trunc(log(r / exact) / log(max_distance / exact) (n - exact)), is
+    evaluated in float32 as HF's and Mesh-TF's ``_relative_position_bucket`` do: the truncation of a
+    rounded value decides the bucket of boundary distances (e.g. r = 8, 16, 64 for 18 buckets and
+    max_distance 128 fall one bucket lower than in float64), so float32 is the definition here.
+    """
     xp = xp_of(rel) if hasattr(rel, "dtype") else np
     rel = xp.asarray(rel).astype(np.int64)
     n = num_buckets
@@ -51,9 +58,10 @@ def t5_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128):
     else:
         dist = -xp.minimum(rel, 0)
     exact = n // 2
-    safe = xp.maximum(dist, max(exact, 1)).astype(np.float64)
-    large = exact + (xp.log(safe / exact) / math.log(max_distance / exact) * (n - exact)).astype(np.int64)
-    large = xp.minimum(large, n - 1)
+    # dist < exact never uses the log; maximum(dist, 1) only keeps log(0) out of the unused branch.
+    ratio = xp.maximum(dist, 1).astype(np.float32) / np.float32(exact)
+    scaled = xp.log(ratio) / np.float32(math.log(max_distance / exact)) * np.float32(n - exact)
+    large = xp.minimum(exact + scaled.astype(np.int64), n - 1)
     return out + xp.where(dist < exact, dist, large)
 
 

@@ -37,7 +37,7 @@ class SumKernel(Kernel):
 
     @property
     def has_source_weights(self):
-        return any(type(k).source_weights is not Kernel.source_weights for k in self.kernels)
+        return any(k.has_source_weights for k in self.kernels)
 
     def project(self, query, source):
         q, s, extra = {}, {}, {}
