@@ -1,0 +1,16 @@
+"""Fused, tiled CPU kernels (Numba) on raw arrays: the pair matrix is never formed.
+
+- :func:`attention_forward` / :func:`attention_backward`: scaled dot-product kernel with softmax, sum
+  or no normalisation, causal / window / boolean-mask support, additive bias or ALiBi slopes.
+- :func:`mlp_forward` / :func:`mlp_backward`: the ITNet MLP kernel
+  s_ij^h = W2_h . act(a_i + b_j + W (x_i * y_j)) + b2_h with quadrature weights and the same options.
+
+Forward returns (out, stats); backward takes them back and recomputes tiles (FlashAttention-2).
+Parity tests against dense NumPy references: tests/transform/test_fused_*_raw.py.
+"""
+from .attention_numba import attention_backward, attention_forward
+from .mlp_numba import mlp_backward, mlp_forward
+
+__all__ = ["attention_backward", "attention_forward", "mlp_backward", "mlp_forward"]
+
+from . import backend  # noqa: F401,E402  (registers the 'numba' backend of IntegralTransform)

@@ -1,0 +1,364 @@
+"""Tiled fused attention on raw arrays (FlashAttention-2 on the CPU, Numba): the (N, M) score matrix
+is never formed; only (BQ, BK) tiles live in per-task scratch.
+
+Inputs q (B, H, N, d), k (B, H, M, d), v (B, H, M, dv), one float dtype. Per head, query row i and
+source j:
+
+    x_ij = scale * q_i . k_j  + bias[b, h, i, j]  - slope_h * |i - j|          (bias, ALiBi optional)
+    S(i) = { j : mask[b, h, i, j] (True = attend), j <= i if causal, |i - j| <= window }
+
+    'softmax':  y_i = sum_{j in S(i)} exp(x_ij) v_j / sum_{j in S(i)} exp(x_ij);  stats_i = logsumexp_j x_ij
+    'sum':      y_i = sum_{j in S(i)} x_ij v_j / Z_i,  Z_i = sum_{j in S(i)} x_ij;  stats_i = Z_i
+    'none':     y_i = sum_{j in S(i)} x_ij v_j;                                   stats_i = Z_i (unused)
+
+Conventions: causal is torch SDPA's top-left aligned tril (j <= i, also when N != M). An empty S(i)
+gives y_i = 0 and stats_i = -inf ('softmax') or 0; 'sum' gives y_i = 0 wherever Z_i == 0. A -inf
+bias entry is treated like a masked one.
+
+Forward: one task per (b, h, query tile), source tiles streamed with the online softmax (running
+max m_i, running sum l_i, accumulator rescaled by exp(m_old - m_new)); source tiles outside the
+causal/window band are skipped whole. Tile products (q k^T, p v) are BLAS gemms on 64x64 tiles.
+
+Backward (recomputes tiles; D_i = dout_i . y_i):
+    dP_ij = dout_i . v_j;  dX_ij = P_ij (dP_ij - D_i)  | (dP_ij - D_i) / Z_i  | dP_ij
+    dv_j = sum_i P_ij dout_i,  dq_i = scale sum_j dX_ij k_j,  dk_j = scale sum_i dX_ij q_i,
+    dbias_ij = dX_ij,  dslope_h = -sum_ij dX_ij |i - j|
+with P_ij the normalised weight (exp(x_ij - stats_i), x_ij / Z_i or x_ij). One task per (b, h,
+query chunk); each chunk owns dq rows and a private dk/dv copy summed at the end (see chunks_for).
+"""
+import numba as nb
+import numpy as np
+
+from ...errors import ConfigError, ShapeError
+from ._tiles import (
+    JIT,
+    NORMALIZATIONS,
+    aligned_empty,
+    band,
+    broadcast4,
+    check_float,
+    chunks_for,
+    code_of,
+    fexp,
+    pad_rows,
+    row_bands,
+    run_tasks,
+    unbroadcast,
+    window_of,
+)
+
+BQ = 64   # query rows per tile
+BK = 64   # source rows per tile (BLAS is held at one thread while the kernels run)
+
+__all__ = ["attention_backward", "attention_forward"]
+
+
+@nb.njit(**JIT)
+def _logits(st, b, h, i0, j0, lo, hi, cfg, sup, ones, zeros, mx, want_max):
+    """st (BK, BQ) holds k_j . q_i (row jj: source j0 + jj; column ii: query i0 + ii); overwrite
+    it with the logits x_ij, -inf outside S(i); with want_max also mx[ii] = max over the tile.
+
+    Queries run along the contiguous axis, so the per-query statistics are plain vector updates
+    (no horizontal reductions). mask / bias come transposed, (.., M or 1, N_pad or 1): a source j
+    reads one contiguous run over the queries, or one scalar when the plane is constant in i
+    (ones / zeros then stand in for the run); per-element gathers made this loop ~5x slower.
+    """
+    n_cols, scale = cfg[1], cfg[2]
+    mask, use_mask, bias, use_bias, slopes, use_alibi = sup
+    mplane = mask[b if mask.shape[0] > 1 else 0, h if mask.shape[1] > 1 else 0]
+    bplane = bias[b if bias.shape[0] > 1 else 0, h if bias.shape[1] > 1 else 0]
+    slope = slopes[h] if use_alibi else slopes[h] * 0
+    nq = st.shape[1]
+    if want_max:
+        mx[:] = -np.inf
+    for jj in range(st.shape[0]):
+        j = j0 + jj
+        row = st[jj]
+        # Select-based max (not the max builtin) and one branch-free loop per case: LLVM
+        # vectorises these, and does not unswitch the runtime flags by itself.
+        if not (use_mask or use_bias or use_alibi):
+            for ii in range(nq):
+                x = row[ii] * scale
+                x = x if (j >= lo[ii]) & (j < hi[ii]) else -np.inf
+                row[ii] = x
+                if want_max:
+                    mx[ii] = x if x > mx[ii] else mx[ii]  # noqa: FURB136
+            continue
+        jc = min(j, n_cols - 1)                      # padding sources read a valid, unused entry
+        mrow = mplane[jc if mplane.shape[0] > 1 else 0]
+        brow = bplane[jc if bplane.shape[0] > 1 else 0]
+        mvec, mconst = (mrow[i0:i0 + nq], True) if mask.shape[3] > 1 else (ones, mrow[0])
+        bvec, bconst = (brow[i0:i0 + nq], brow[0] * 0) if bias.shape[3] > 1 else (zeros, brow[0])
+        for ii in range(nq):
+            x = row[ii] * scale + bvec[ii] + bconst - slope * abs(i0 + ii - j)
+            keep = (j >= lo[ii]) & (j < hi[ii]) & mvec[ii] & mconst
+            x = x if keep else -np.inf
+            row[ii] = x
+            if want_max:
+                mx[ii] = x if x > mx[ii] else mx[ii]  # noqa: FURB136
+
+
+@nb.njit(**JIT)
+def _forward_tile(qtb, k, v, b, h, i0, cfg, sup, out, stats):
+    """Online-softmax (or plain) accumulation of one query tile over its band of source tiles."""
+    n_rows, n_cols, _, causal, window, mode = cfg
+    dv = v.shape[3]
+    rows = min(BQ, n_rows - i0)
+    st = aligned_empty(BK, BQ, k)
+    pv = aligned_empty(BQ, dv, k)
+    acc = aligned_empty(BQ, dv, k)
+    acc[:] = 0
+    vec = aligned_empty(6, BQ, k)
+    m, l, alpha, shift, mx, tot = vec[0], vec[1], vec[2], vec[3], vec[4], vec[5]
+    m[:] = -np.inf
+    l[:] = 0
+    alpha[:] = 1
+    lo, hi = np.empty(BQ, np.int64), np.empty(BQ, np.int64)
+    ones, zeros = np.ones(BQ, np.bool_), np.zeros(BQ, k.dtype)
+    row_bands(i0, n_rows, n_cols, causal, window, lo, hi)
+    jlo, jhi = band(i0, i0 + rows - 1, n_cols, causal, window)
+    qtt = qtb[b, h, i0 // BQ]                          # (d, BQ): k q^T as a plain gemm (2x faster)
+    for j0 in range((jlo // BK) * BK, jhi, BK):        # tiles outside the band are skipped
+        np.dot(k[b, h, j0:j0 + BK], qtt, st)
+        _logits(st, b, h, i0, j0, lo, hi, cfg, sup, ones, zeros, mx, mode == 0)
+        tot[:] = 0
+        if mode == 0:
+            for ii in range(BQ):
+                mnew = mx[ii] if mx[ii] > m[ii] else m[ii]  # noqa: FURB136
+                seen = mnew > -np.inf
+                alpha[ii] = fexp(m[ii] - mnew) if seen else 1   # 0 on the first seen tile
+                shift[ii] = mnew if seen else 0                 # keeps exp(-inf - shift) = 0
+                m[ii] = mnew
+            for jj in range(BK):
+                row = st[jj]
+                for ii in range(BQ):
+                    e = fexp(row[ii] - shift[ii])
+                    row[ii] = e
+                    tot[ii] += e
+            for ii in range(BQ):
+                l[ii] = l[ii] * alpha[ii] + tot[ii]
+        else:
+            for jj in range(BK):
+                row = st[jj]
+                for ii in range(BQ):
+                    x = row[ii]
+                    x = x if x > -np.inf else 0
+                    row[ii] = x
+                    tot[ii] += x
+            for ii in range(BQ):
+                l[ii] += tot[ii]
+        np.dot(st.T, v[b, h, j0:j0 + BK], pv)
+        for ii in range(rows):
+            for c in range(dv):
+                acc[ii, c] = acc[ii, c] * alpha[ii] + pv[ii, c]
+    for ii in range(rows):
+        i = i0 + ii
+        if mode == 0:
+            good = l[ii] > 0
+            stats[b, h, i] = m[ii] + np.log(l[ii]) if good else -np.inf
+        else:
+            good = mode == 2 or l[ii] != 0
+            stats[b, h, i] = l[ii]
+        inv = (1 / l[ii] if mode != 2 else 1) if good else 0
+        for c in range(dv):
+            out[b, h, i, c] = acc[ii, c] * inv
+
+
+@nb.njit(**JIT)
+def _forward(first, step, n_tasks, qtb, k, v, cfg, sup, out, stats):
+    """Tasks first, first + step, ... of (b, h, query tile)."""
+    H, nqt = qtb.shape[1], qtb.shape[2]
+    for t in range(first, n_tasks, step):
+        _forward_tile(qtb, k, v, t // (H * nqt), (t // nqt) % H, (t % nqt) * BQ, cfg, sup, out, stats)
+
+
+@nb.njit(**JIT)
+def _backward_chunk(q, qtb, k, v, do, dotb, dd, stats, b, h, c, chunks, cfg, sup, dq, dk, dv, dbias,
+                    want_dbias, dslope):
+    """Gradients from the query tiles of chunk c: dq rows (owned), dk / dv into copy c."""
+    n_rows, n_cols, scale, causal, window, mode = cfg
+    d, dvd = q.shape[3], v.shape[3]
+    nqt = q.shape[2] // BQ
+    per = -(-nqt // chunks)
+    st = aligned_empty(BK, BQ, q)     # logits, then P^T
+    gt = aligned_empty(BK, BQ, q)     # dP^T, then dX^T
+    tq = aligned_empty(BQ, d, q)
+    tk = aligned_empty(BK, d, q)
+    tv = aligned_empty(BK, dvd, q)
+    vec = aligned_empty(3, BQ, q)
+    shift, inv, D = vec[0], vec[1], vec[2]
+    lo, hi = np.empty(BQ, np.int64), np.empty(BQ, np.int64)
+    ones, zeros = np.ones(BQ, np.bool_), np.zeros(BQ, q.dtype)
+    slope_acc = 0.0
+    for qtile in range(c * per, min(nqt, (c + 1) * per)):
+        i0 = qtile * BQ
+        rows = min(BQ, n_rows - i0)
+        row_bands(i0, n_rows, n_cols, causal, window, lo, hi)
+        for ii in range(BQ):
+            s_i = stats[b, h, i0 + ii]
+            shift[ii] = s_i if s_i > -np.inf else 0     # an empty row attends nothing anyway
+            inv[ii] = 1 / s_i if s_i != 0 else 0         # 'sum': Z = 0 gives y = 0 and grad 0
+            D[ii] = dd[b, h, i0 + ii]
+        jlo, jhi = band(i0, i0 + rows - 1, n_cols, causal, window)
+        qt, dot = q[b, h, i0:i0 + BQ], do[b, h, i0:i0 + BQ]
+        qtt, dott = qtb[b, h, qtile], dotb[b, h, qtile]
+        for j0 in range((jlo // BK) * BK, jhi, BK):
+            kt, vt = k[b, h, j0:j0 + BK], v[b, h, j0:j0 + BK]
+            np.dot(kt, qtt, st)
+            np.dot(vt, dott, gt)
+            _logits(st, b, h, i0, j0, lo, hi, cfg, sup, ones, zeros, shift, False)
+            for jj in range(BK):
+                prow, grow = st[jj], gt[jj]
+                if mode == 0:
+                    for ii in range(BQ):
+                        p = fexp(prow[ii] - shift[ii])
+                        prow[ii] = p
+                        grow[ii] = p * (grow[ii] - D[ii])
+                elif mode == 1:
+                    for ii in range(BQ):
+                        x = prow[ii]
+                        keep = x > -np.inf
+                        prow[ii] = x * inv[ii] if keep else 0
+                        grow[ii] = (grow[ii] - D[ii]) * inv[ii] if keep else 0
+                else:
+                    for ii in range(BQ):
+                        keep = prow[ii] > -np.inf
+                        prow[ii] = prow[ii] if keep else 0
+                        grow[ii] = grow[ii] if keep else 0
+            if want_dbias:                   # transposed too: (B, H, M, N)
+                for jj in range(min(BK, n_cols - j0)):
+                    for ii in range(rows):
+                        dbias[b, h, j0 + jj, i0 + ii] = gt[jj, ii]
+            if sup[5]:
+                for jj in range(BK):
+                    for ii in range(BQ):
+                        slope_acc -= gt[jj, ii] * abs(i0 + ii - j0 - jj)
+            np.dot(st, dot, tv)
+            np.dot(gt, qt, tk)
+            np.dot(gt.T, kt, tq)
+            for jj in range(BK):
+                for e in range(dvd):
+                    dv[c, b, h, j0 + jj, e] += tv[jj, e]
+                for e in range(d):
+                    dk[c, b, h, j0 + jj, e] += tk[jj, e] * scale
+            for ii in range(rows):
+                for e in range(d):
+                    dq[b, h, i0 + ii, e] += tq[ii, e] * scale
+    dslope[c, b, h] = slope_acc
+
+
+@nb.njit(**JIT)
+def _backward(first, step, n_tasks, q, qtb, k, v, do, dotb, dd, stats, chunks, cfg, sup, dq, dk, dv,
+              dbias, want_dbias, dslope):
+    """Tasks first, first + step, ... of (b, h, query chunk)."""
+    H = q.shape[1]
+    for t in range(first, n_tasks, step):
+        _backward_chunk(q, qtb, k, v, do, dotb, dd, stats, t // (H * chunks), (t // chunks) % H,
+                        t % chunks, chunks, cfg, sup, dq, dk, dv, dbias, want_dbias, dslope)
+
+
+def _tiles_t(x):
+    """(B, H, N_pad, c) -> (B, H, N_pad / BQ, c, BQ): each query tile transposed, contiguous."""
+    B, H, n, c = x.shape
+    return np.ascontiguousarray(x.reshape(B, H, n // BQ, BQ, c).transpose(0, 1, 2, 4, 3))
+
+
+def _transposed(plane, n):
+    """(Bx, Hx, N or 1, M or 1) -> (Bx, Hx, M or 1, N_pad or 1) C-contiguous, queries padded to
+    whole tiles, so that the kernel reads contiguous runs over the queries of one source."""
+    t = plane.transpose(0, 1, 3, 2)
+    return pad_rows(t, 3, BQ) if plane.shape[2] > 1 else np.ascontiguousarray(t)
+
+
+def _prepare(op, q, k, v, scale, causal, mask, bias, alibi_slopes, window, normalization):
+    """Checked, padded kernel arguments shared by forward and backward."""
+    q = check_float(op, "q", q, 4)
+    dtype = q.dtype
+    k = check_float(op, "k", k, 4, dtype)
+    v = check_float(op, "v", v, 4, dtype)
+    B, H, N, d = q.shape
+    M = k.shape[2]
+    if k.shape[:2] != (B, H) or k.shape[3] != d:
+        raise ShapeError(f"{op}: k must have shape ({B}, {H}, M, {d}) to match q {q.shape}, "
+                         f"got {k.shape}")
+    if v.shape[:3] != (B, H, M):
+        raise ShapeError(f"{op}: v must have shape ({B}, {H}, {M}, dv) to match k {k.shape}, "
+                         f"got {v.shape}")
+    if not np.isscalar(scale) or not np.isfinite(scale):
+        raise ConfigError(f"{op}: scale must be a finite real number, got {scale!r}")
+    full = (B, H, N, M)
+    use_mask, use_bias, use_alibi = mask is not None, bias is not None, alibi_slopes is not None
+    mask4 = broadcast4(op, "mask", mask, full, bool) if use_mask else np.ones((1, 1, 1, 1), bool)
+    bias4 = broadcast4(op, "bias", bias, full, dtype) if use_bias else np.zeros((1, 1, 1, 1), dtype)
+    mask4, bias4 = _transposed(mask4, N), _transposed(bias4, N)
+    if use_alibi:
+        slopes = check_float(op, "alibi_slopes", alibi_slopes, 1, dtype)
+        if slopes.shape != (H,):
+            raise ShapeError(f"{op}: alibi_slopes must have shape ({H},), got {slopes.shape}")
+    else:
+        slopes = np.zeros(H, dtype)
+    mode = code_of(op, "normalization", normalization, NORMALIZATIONS)
+    cfg = (N, M, dtype.type(scale), bool(causal), window_of(op, window), mode)
+    sup = (mask4, use_mask, bias4, use_bias, slopes, use_alibi)
+    padded = (pad_rows(q, 2, BQ), pad_rows(k, 2, BK), pad_rows(v, 2, BK))
+    return (q, k, v), padded, cfg, sup
+
+
+def attention_forward(q, k, v, scale, causal=False, mask=None, bias=None, alibi_slopes=None,
+                      window=None, normalization="softmax"):
+    """Fused attention forward (see the module docstring). Returns (out (B, H, N, dv), stats (B, H, N)).
+
+    mask: bool, broadcastable to (B, H, N, M), True = attend. bias: float, broadcastable to
+    (B, H, N, M) (e.g. (H, N, M)). alibi_slopes: (H,), adds -slope_h |i - j| without a matrix.
+    stats is the row log-sum-exp ('softmax') or the row sum Z_i of x_ij ('sum', 'none'); pass it back
+    to attention_backward.
+    """
+    (q, k, v), (qp, kp, vp), cfg, sup = _prepare("attention_forward", q, k, v, scale, causal, mask,
+                                                  bias, alibi_slopes, window, normalization)
+    B, H, N, _ = q.shape
+    out = np.zeros((B, H, N, v.shape[3]), q.dtype)
+    stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, q.dtype)
+    if N and k.shape[2]:
+        run_tasks(_forward, B * H * (qp.shape[2] // BQ), _tiles_t(qp), kp, vp, cfg, sup, out, stats)
+    return out, stats
+
+
+def attention_backward(q, k, v, out, stats, dout, scale, causal=False, mask=None, bias=None,
+                       alibi_slopes=None, window=None, normalization="softmax", bias_grad=True):
+    """Gradients of attention_forward: returns (dq, dk, dv, dbias, dslopes).
+
+    dbias has bias's own shape (None without bias, or with bias_grad=False: it needs a dense
+    (B, H, N, M) buffer); dslopes has shape (H,) (None without alibi_slopes). Nothing else of size
+    N x M is stored.
+    """
+    op = "attention_backward"
+    (q, k, v), (qp, kp, vp), cfg, sup = _prepare(op, q, k, v, scale, causal, mask, bias,
+                                                  alibi_slopes, window, normalization)
+    B, H, N, _ = q.shape
+    M, dvd = v.shape[2], v.shape[3]
+    out = check_float(op, "out", out, 4, q.dtype)
+    dout = check_float(op, "dout", dout, 4, q.dtype)
+    stats = check_float(op, "stats", stats, 3, q.dtype)
+    for name, x, shape in (("out", out, (B, H, N, dvd)), ("dout", dout, (B, H, N, dvd)),
+                           ("stats", stats, (B, H, N))):
+        if x.shape != shape:
+            raise ShapeError(f"{op}: {name} must have shape {shape}, got {x.shape}")
+    want_dbias = bias is not None and bias_grad
+    chunks = chunks_for(B * H, qp.shape[2] // BQ)
+    dq = np.zeros(qp.shape, q.dtype)
+    dk = np.zeros((chunks,) + kp.shape, q.dtype)
+    dv = np.zeros((chunks,) + vp.shape, q.dtype)
+    dbias = np.zeros((B, H, M, N) if want_dbias else (1, 1, 1, 1), q.dtype)
+    dslope = np.zeros((chunks, B, H), q.dtype)
+    if N and M:
+        dd = np.zeros((B, H, N), q.dtype) if cfg[5] == 2 else np.einsum("bhnc,bhnc->bhn", dout, out)
+        dop = pad_rows(dout, 2, BQ)
+        run_tasks(_backward, B * H * chunks, qp, _tiles_t(qp), kp, vp, dop, _tiles_t(dop),
+                  pad_rows(dd, 2, BQ), pad_rows(stats, 2, BQ), chunks, cfg, sup, dq, dk, dv, dbias,
+                  want_dbias, dslope)
+    dq = np.ascontiguousarray(dq[:, :, :N])
+    dk = np.ascontiguousarray(dk.sum(0)[:, :, :M])
+    dv = np.ascontiguousarray(dv.sum(0)[:, :, :M])
+    dbias = unbroadcast(dbias.transpose(0, 1, 3, 2), np.shape(bias)) if want_dbias else None
+    dslopes = dslope.sum((0, 1)) if alibi_slopes is not None else None
+    return dq, dk, dv, dbias, dslopes
