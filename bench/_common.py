@@ -1,5 +1,4 @@
 """Shared benchmark helpers: timing, machine facts, atomic result files, markdown tables."""
-import json
 import os
 import platform
 import statistics
@@ -33,12 +32,12 @@ def machine():
     facts = {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform(),
              "cores": os.cpu_count()}
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                facts["cpu"] = line.split(":", 1)[1].strip()
-    except Exception:
-        pass
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, ValueError, subprocess.SubprocessError):   # no lscpu (not Linux), it hung, bad output
+        out = ""
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            facts["cpu"] = line.split(":", 1)[1].strip()
     try:
         import numba
         facts["numba"] = numba.__version__

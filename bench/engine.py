@@ -21,28 +21,39 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import log, machine, markdown_table, timeit, write_json_atomic  # noqa: E402
+from _common import log, machine, markdown_table, timeit, write_json_atomic
 
 CHAIN = 1000
 
 
-# ----------------------------------------------------------------------------- itnet-np
-def itnet_chain():
-    import itnet_np as itn
-    x = itn.tensor(np.linspace(0.1, 0.8, 8), requires_grad=True)
+def chain_loss(x):
+    """The chain measurement's computation: CHAIN tiny ops (alternating * and +) on x, then the sum.
+    Every framework runs this same code on its own array type."""
+    y = x
+    for _ in range(CHAIN // 2):
+        y = y * 1.0001
+        y = y + 0.001
+    return y.sum()
+
+
+def eager_chain(x):
+    """(fwd, bwd) of the chain for a define-by-run tensor ``x`` (itnet-np, torch): fwd records the
+    graph, bwd is ``loss.backward()``."""
     state = {}
 
     def fwd():
-        y = x
-        for i in range(CHAIN // 2):
-            y = y * 1.0001
-            y = y + 0.001
-        state["loss"] = y.sum()
+        state["loss"] = chain_loss(x)
 
     def bwd():
         state["loss"].backward()
 
     return fwd, bwd
+
+
+# ----------------------------------------------------------------------------- itnet-np
+def itnet_chain():
+    import itnet_np as itn
+    return eager_chain(itn.tensor(np.linspace(0.1, 0.8, 8), requires_grad=True))
 
 
 def itnet_mlp(data):
@@ -101,15 +112,8 @@ def hips_chain():
     x = np.linspace(0.1, 0.8, 8)
     state = {}
 
-    def f(x):
-        y = x
-        for i in range(CHAIN // 2):
-            y = y * 1.0001
-            y = y + 0.001
-        return y.sum()
-
     def fwd():
-        state["vjp"], _ = autograd.make_vjp(f)(x)
+        state["vjp"], _ = autograd.make_vjp(chain_loss)(x)
 
     def bwd():
         state["vjp"](1.0)
@@ -134,7 +138,7 @@ def hips_mlp(data):
 
     def step():
         grads = g(W)
-        for p, gp in zip(W, grads):
+        for p, gp in zip(W, grads, strict=True):
             p -= 0.01 * gp
 
     return step
@@ -185,20 +189,7 @@ def hips_block(data):
 # ----------------------------------------------------------------------------- torch
 def torch_chain():
     import torch
-    x = torch.tensor(np.linspace(0.1, 0.8, 8), requires_grad=True)
-    state = {}
-
-    def fwd():
-        y = x
-        for i in range(CHAIN // 2):
-            y = y * 1.0001
-            y = y + 0.001
-        state["loss"] = y.sum()
-
-    def bwd():
-        state["loss"].backward()
-
-    return fwd, bwd
+    return eager_chain(torch.tensor(np.linspace(0.1, 0.8, 8), requires_grad=True))
 
 
 def torch_mlp(data):

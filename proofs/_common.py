@@ -9,12 +9,15 @@ from them with engine ops at every call, so that backward reaches those weights:
   None), filled per call by ``itnet_np.nn.functional_call`` / ``override_parameters`` with the
   Tensors derived from the weights, and restored afterwards;
 - :func:`materialize` exports the bound transform as a standalone module (its own Parameters).
+
+Small helpers the constructions share: :func:`as_tensor`, :func:`shape_of`, :func:`diag`.
 """
 import copy
 import functools
 
 import numpy as np
 
+from itnet_np.autograd import ops
 from itnet_np.autograd.tensor import Tensor
 from itnet_np.errors import DTypeError, describe
 from itnet_np.nn.module import Parameter
@@ -63,3 +66,18 @@ def materialize(template, maps):
         data = value.data if isinstance(value, Tensor) else np.asarray(value)
         setattr(owner, attr, Parameter(data.copy()))
     return out
+
+
+def as_tensor(a, dtype):
+    """``a`` if it is a Tensor (gradients reach it), else a constant Tensor of ``a`` as ``dtype``."""
+    return a if isinstance(a, Tensor) else Tensor(np.asarray(a, dtype=dtype))
+
+
+def shape_of(a):
+    """The shape of a Tensor, array or nested sequence, as a tuple."""
+    return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
+
+
+def diag(d):
+    """diag(d) (n, n) from a Tensor d (n,), with engine ops."""
+    return ops.expand_dims(d, 1) * Tensor(np.eye(d.shape[0], dtype=d.dtype))

@@ -37,24 +37,11 @@ from ..nn import functional as F
 from ..nn.module import functional_call, override_parameters
 from ..transform import IntegralTransform, SelectiveKernel
 from ..verify import Measurement, directional_gradient_error, max_abs, reduction
-from ._common import dtype_of
+from ._common import as_tensor, diag, dtype_of, shape_of
 from .reference import selective_scan_ref, ssd_ref
 
 __all__ = ["selective_scan_as_itnet", "selective_scan_from_itnet", "selective_scan_matrix", "ssd_as_itnet",
            "ssd_matrix"]
-
-
-def _tensor(a, dtype):
-    return a if isinstance(a, Tensor) else Tensor(np.asarray(a, dtype=dtype))
-
-
-def _shape(a):
-    return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
-
-
-def _diag(d):
-    """diag(d) (n, n) from a Tensor d (n,), with engine ops."""
-    return ops.expand_dims(d, 1) * Tensor(np.eye(d.shape[0], dtype=d.dtype))
 
 
 # ----- selective scan (Mamba S6) --------------------------------------------------------------------
@@ -78,7 +65,7 @@ def _selective_groups(u, delta, A, B, C, D, delta_bias, delta_softplus):
         raise ConfigError("selective_scan: A must be real (mamba's complex-A variant is not supported; the "
                           "reference does not transcribe it either)")
     dtype = dtype_of(u, delta, A, B, C, D, delta_bias)
-    u, delta, A, B, C = (_tensor(a, dtype) for a in (u, delta, A, B, C))
+    u, delta, A, B, C = (as_tensor(a, dtype) for a in (u, delta, A, B, C))
     if A.ndim != 2:
         raise ShapeError(f"selective_scan: A must be a real (D, N) array, got shape {tuple(A.shape)}")
     if u.ndim != 3 or u.shape[1] != A.shape[0] or tuple(delta.shape) != tuple(u.shape):
@@ -86,8 +73,8 @@ def _selective_groups(u, delta, A, B, C, D, delta_bias, delta_softplus):
                          f"got u {tuple(u.shape)}, delta {tuple(delta.shape)}")
     (n_batch, dim, length), n_state = u.shape, A.shape[1]
     for name, v in (("D", D), ("delta_bias", delta_bias)):
-        if v is not None and _shape(v) != (dim,):
-            raise ShapeError(f"selective_scan: {name} must be (D,) = {(dim,)}, got {_shape(v)}")
+        if v is not None and shape_of(v) != (dim,):
+            raise ShapeError(f"selective_scan: {name} must be (D,) = {(dim,)}, got {shape_of(v)}")
     gb, get_b = _bc_groups(B, "B", n_batch, dim, n_state, length)
     gc, get_c = _bc_groups(C, "C", n_batch, dim, n_state, length)
     groups = gb * gc // math.gcd(gb, gc)
@@ -106,10 +93,10 @@ def _selective_groups(u, delta, A, B, C, D, delta_bias, delta_softplus):
         maps = {"kernel.W_dt": sel(width, width), "kernel.W_B": sel(n_state, 2 * width),
                 "kernel.W_C": sel(n_state, 2 * width + n_state), "kernel.A": A[ch],
                 "kernel.b_dt": np.zeros(width, dtype) if delta_bias is None
-                else _tensor(delta_bias, dtype)[ch],
+                else as_tensor(delta_bias, dtype)[ch],
                 "W_V": sel(width, 0), "W_O": np.eye(width, dtype=dtype)}
         if D is not None:
-            maps["W_skip"] = ops.concatenate([_diag(_tensor(D, dtype)[ch]),
+            maps["W_skip"] = ops.concatenate([diag(as_tensor(D, dtype)[ch]),
                                               Tensor(np.zeros((width, cols - width), dtype))], axis=1)
         yield op, maps, feats
 
@@ -123,12 +110,12 @@ def selective_scan_as_itnet(u, delta, A, B, C, D=None, z=None, delta_bias=None, 
     ys = [functional_call(op, maps, f)
           for op, maps, f in _selective_groups(u, delta, A, B, C, D, delta_bias, delta_softplus)]
     out = ops.transpose(ops.concatenate(ys, axis=-1), (0, 2, 1))
-    return out if z is None else out * F.silu(_tensor(z, out.dtype))
+    return out if z is None else out * F.silu(as_tensor(z, out.dtype))
 
 
 def selective_scan_matrix(delta, A, B, C, delta_bias=None, delta_softplus=False):
     """M (B, D, L, L) with y[b, d] = M[b, d] @ u[b, d] (before D and z): Delta-weighted S6 kernel."""
-    zeros = np.zeros(_shape(delta), dtype_of(delta, A, B, C))
+    zeros = np.zeros(shape_of(delta), dtype_of(delta, A, B, C))
     mats = []
     for op, maps, f in _selective_groups(zeros, delta, A, B, C, None, delta_bias, delta_softplus):
         with override_parameters(op, maps):
@@ -164,7 +151,7 @@ def selective_scan_from_itnet(transform, x):
 def _ssd_heads(X, A, B, C):
     """Yield (transform, its parameters, features (B, L, P + 1 + 2 N)) per head."""
     dtype = dtype_of(X, A, B, C)
-    X, A, B, C = (_tensor(a, dtype) for a in (X, A, B, C))
+    X, A, B, C = (as_tensor(a, dtype) for a in (X, A, B, C))
     lead = tuple(X.shape[:3])
     if X.ndim != 4 or tuple(A.shape) != lead or B.ndim != 4 or tuple(B.shape[:3]) != lead \
             or tuple(C.shape) != tuple(B.shape):
@@ -195,7 +182,7 @@ def ssd_as_itnet(X, A, B, C):
 
 def ssd_matrix(A, B, C):
     """M (B, H, L, L) = L o C B^T, so that Y[:, :, h] = M[:, h] @ X[:, :, h]."""
-    X = np.zeros(_shape(A) + (1,), dtype_of(A, B, C))
+    X = np.zeros(shape_of(A) + (1,), dtype_of(A, B, C))
     mats = []
     for op, maps, f in _ssd_heads(X, A, B, C):
         with override_parameters(op, maps):

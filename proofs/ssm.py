@@ -34,26 +34,13 @@ from ..errors import ConfigError, ShapeError
 from ..nn.module import Module, functional_call, override_parameters
 from ..transform import DecayKernel, IntegralTransform
 from ..verify import Measurement, directional_gradient_error, max_abs, reduction
-from ._common import dtype_of, materialize, template, weight
+from ._common import as_tensor, diag, dtype_of, materialize, shape_of, template, weight
 from .reference import s4d_recurrent_ref
 
 __all__ = ["S4DLayer", "s4d_as_itnet", "s4d_from_decay_kernel", "semiseparable_ranks"]
 
 
 # ----- helpers shared by the constructions --------------------------------------------------------
-def _tensor(a, dtype):
-    return a if isinstance(a, Tensor) else Tensor(np.asarray(a, dtype=dtype))
-
-
-def _shape(a):
-    return tuple(a.shape) if hasattr(a, "shape") else np.shape(a)
-
-
-def _diag(d):
-    """diag(d) (n, n) from a Tensor d (n,), with engine ops."""
-    return ops.expand_dims(d, 1) * Tensor(np.eye(d.shape[0], dtype=d.dtype))
-
-
 def _complex_parts(value, name, dtype):
     """(re, im) from a real array/Tensor (im None), a complex array, or a pair of reals."""
     if isinstance(value, tuple):
@@ -91,19 +78,19 @@ class S4DLayer(Module):
             raise ConfigError(f"s4d: discretization must be 'zoh' or 'bilinear', got {discretization!r}")
         dtype = dtype_of(A, B, C, D, dt, *(A if isinstance(A, tuple) else ()))
         parts = {k: _complex_parts(v, k, dtype) for k, v in (("A", A), ("B", B), ("C", C))}
-        if len(_shape(parts["A"][0])) != 2:
-            raise ShapeError(f"s4d: A must be (H, N), got shape {_shape(parts['A'][0])}")
-        H, N = _shape(parts["A"][0])
+        if len(shape_of(parts["A"][0])) != 2:
+            raise ShapeError(f"s4d: A must be (H, N), got shape {shape_of(parts['A'][0])}")
+        H, N = shape_of(parts["A"][0])
         for key, (re, im) in parts.items():
             for part, val in (("", re), (" (imaginary part)", im)):
-                if val is not None and _shape(val) != (H, N):
-                    raise ShapeError(f"s4d: {key}{part} must be (H, N) = {(H, N)} like A, got {_shape(val)}")
+                if val is not None and shape_of(val) != (H, N):
+                    raise ShapeError(f"s4d: {key}{part} must be (H, N) = {(H, N)} like A, got {shape_of(val)}")
             setattr(self, key + "_re", weight(re, key, "s4d", dtype))
             setattr(self, key + "_im", weight(im, key + " (imaginary part)", "s4d", dtype))
-        if D is not None and _shape(D) != (H,):
-            raise ShapeError(f"s4d: D must be (H,) = {(H,)}, got {_shape(D)}")
-        if _shape(dt) not in ((), (H,)):
-            raise ShapeError(f"s4d: dt must be a scalar or (H,) = {(H,)}, got {_shape(dt)}")
+        if D is not None and shape_of(D) != (H,):
+            raise ShapeError(f"s4d: D must be (H,) = {(H,)}, got {shape_of(D)}")
+        if shape_of(dt) not in ((), (H,)):
+            raise ShapeError(f"s4d: dt must be a scalar or (H,) = {(H,)}, got {shape_of(dt)}")
         self.D, self.dt = weight(D, "D", "s4d", dtype), weight(dt, "dt", "s4d", dtype)
         self.H, self.N, self.discretization, self.conj_pairs = H, N, discretization, bool(conj_pairs)
         self.real_modes = discretization == "zoh" and self.A_im is None
@@ -120,7 +107,7 @@ class S4DLayer(Module):
         """The kernel's modes and the transform's maps (functional_call names) derived from the S4D
         weights with engine ops: one DecayKernel mode per state, W_V = W_O = I, W_skip = diag(D)."""
         factor, dtype = 2.0 if self.conj_pairs else 1.0, self.A_re.dtype
-        dt = ops.reshape(_tensor(self.dt, dtype), (-1, 1))
+        dt = ops.reshape(as_tensor(self.dt, dtype), (-1, 1))
         A = (self.A_re, self._part("A_im", self.A_re))
         B = (self.B_re, self._part("B_im", self.B_re))
         C = (self.C_re, self._part("C_im", self.C_re))
@@ -153,14 +140,14 @@ class S4DLayer(Module):
             g = _cmul(C, b_bar)
             maps["kernel.coef_re"], maps["kernel.coef_im"] = 0.5 * factor * g[0], 0.5 * factor * g[1]
         if self.D is not None:
-            maps["W_skip"] = _diag(_tensor(self.D, dtype))
+            maps["W_skip"] = diag(as_tensor(self.D, dtype))
         return maps
 
     def forward(self, u):
-        shape = _shape(u)
+        shape = shape_of(u)
         if len(shape) != 3 or shape[1] != self.H:
             raise ShapeError(f"S4DLayer: u must be (B, H, L) with H = {self.H}, got shape {shape}")
-        x = ops.transpose(_tensor(u, self.A_re.dtype), (0, 2, 1))
+        x = ops.transpose(as_tensor(u, self.A_re.dtype), (0, 2, 1))
         y = functional_call(self.transform, self.maps(), x)
         return ops.transpose(y, (0, 2, 1))
 

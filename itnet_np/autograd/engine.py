@@ -11,7 +11,7 @@ and freeing nodes all happen here, once, for every op.
 """
 import functools
 
-from ..errors import AnomalyError, DTypeError, GraphError, ShapeError
+from ..errors import DTypeError, GraphError, ShapeError
 
 
 class _State:

@@ -40,15 +40,25 @@ def _count(x, axis):
     return int(np.prod([x.shape[a] for a in _axes(axis, x.ndim)]))
 
 
-# name: (op, forward oracle, gradient oracle(x, u, axis, keepdims)); max/min/prod have their own tests.
+def _extreme_grad(oracle):
+    """Gradient oracle of max/min for tie-free x (continuous draws): the whole cotangent goes to the
+    arg-extreme of each slice. Ties have their own tests below."""
+    def grad(x, u, axis, keepdims):
+        winner = x == oracle(x, axis=axis, keepdims=True)
+        return np.where(winner, _expand(u, x.shape, axis, keepdims), 0.0)
+    return grad
+
+
+# name: (op, forward oracle, gradient oracle(x, u, axis, keepdims) on continuous draws, or None when the
+# gradient has its own tests: prod).
 REDUCTIONS = {
     "sum": (itn.sum, np.sum, lambda x, u, a, k: np.broadcast_to(_expand(u, x.shape, a, k), x.shape)),
     "mean": (itn.mean, np.mean, lambda x, u, a, k: np.broadcast_to(_expand(u, x.shape, a, k), x.shape)
              / _count(x, a)),
     "var": (itn.var, np.var, lambda x, u, a, k: _var_grad(x, u, a, k, 0)),
     "logsumexp": (itn.logsumexp, scipy.special.logsumexp, _softmax_grad),
-    "max": (itn.max, np.max, None),
-    "min": (itn.min, np.min, None),
+    "max": (itn.max, np.max, _extreme_grad(np.max)),
+    "min": (itn.min, np.min, _extreme_grad(np.min)),
     "prod": (itn.prod, np.prod, None),
 }
 AXES = [None, 0, 1, -1, -3, (0,), (0, 2), (-1, 0), (0, 1, 2), ()]
@@ -72,9 +82,9 @@ def test_forward_matches_numpy(name, data):
     np.testing.assert_array_equal(x, before)
 
 
-@pytest.mark.parametrize("name", ["sum", "mean", "var", "logsumexp"])
+@pytest.mark.parametrize("name", ["sum", "mean", "var", "logsumexp", "max", "min"])
 @given(sak=shape_and_axis(), seed=st.integers(0, 2**32 - 1))
-def test_smooth_reduction_gradients(name, sak, seed):
+def test_reduction_gradients(name, sak, seed):
     op, _, grad_oracle = REDUCTIONS[name]
     shape, axis, keepdims = sak
     rng = np.random.default_rng(seed)
@@ -129,25 +139,7 @@ def test_var_ddof(ddof, sak, seed):
     assert itn.gradgradcheck(lambda a: itn.var(a, axis=axis, keepdims=keepdims, ddof=ddof), [x])
 
 
-# ----- max / min ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["max", "min"])
-@given(sak=shape_and_axis(), seed=st.integers(0, 2**32 - 1))
-def test_max_min_gradient_without_ties(name, sak, seed):
-    op, oracle, _ = REDUCTIONS[name]
-    shape, axis, keepdims = sak
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape)
-    t = itn.tensor(x, requires_grad=True)
-    out = op(t, axis=axis, keepdims=keepdims)
-    u = np.asarray(rng.standard_normal(out.shape))
-    out.backward(u)
-    # Continuous draws have no ties: the whole gradient goes to the arg-extreme of each slice.
-    winner = x == oracle(x, axis=axis, keepdims=True)
-    _close(t.grad.data, np.where(winner, _expand(u, shape, axis, keepdims), 0.0))
-    f = lambda a: op(a, axis=axis, keepdims=keepdims)
-    assert itn.gradcheck(f, [x], seed=seed % 1000) and itn.gradgradcheck(f, [x], seed=seed % 1000)
-
-
+# ----- max / min ties (tie-free gradients: test_reduction_gradients) ---------------------------------
 @pytest.mark.parametrize("axis,keepdims,expect", [
     # x = [[1, 3, 3], [2, 2, 2]]: max along rows ties twice in row 0 and three times in row 1.
     (1, False, [[0, 2 / 2, 2 / 2], [5 / 3, 5 / 3, 5 / 3]]),

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from _proof_helpers import arr, close, grad_check, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 from itnet_np.proofs import cordonnier as A
@@ -15,34 +16,6 @@ from itnet_np.proofs import reference as R
 from itnet_np import transform as T
 from itnet_np.autograd.tensor import Tensor
 from itnet_np.errors import ConfigError, ShapeError
-
-TOL = {"rtol": 1e-10, "atol": 1e-10}
-seeds = st.integers(0, 2**16)
-
-
-def arr(a):
-    """The array of a Tensor, or the array itself (ops on raw arrays return raw arrays)."""
-    return a.data if isinstance(a, Tensor) else np.asarray(a)
-
-
-def close(a, b):
-    np.testing.assert_allclose(arr(a), arr(b), **TOL)
-
-
-def grad_check(itnet_fn, ref_fn, args, seed, eps=1e-6, tol=1e-6):
-    """For each argument k: <engine VJP_k(u), v> == d/dt <u, ref(args_k + t v)> by central differences."""
-    rng = np.random.default_rng(seed)
-    xs = [Tensor(np.asarray(a, dtype=np.float64), requires_grad=True) for a in args]
-    y = itnet_fn(*xs)
-    u = rng.standard_normal(y.shape)
-    (y * u).sum().backward()
-    for k, a in enumerate(args):
-        v = rng.standard_normal(np.shape(a))
-        shift = [np.asarray(b) + (eps * v if i == k else 0) for i, b in enumerate(args)]
-        back = [np.asarray(b) - (eps * v if i == k else 0) for i, b in enumerate(args)]
-        numeric = float(np.sum(u * (ref_fn(*shift) - ref_fn(*back)))) / (2 * eps)
-        analytic = 0.0 if xs[k].grad is None else float(np.sum(xs[k].grad.data * v))
-        assert abs(analytic - numeric) <= tol * max(1.0, abs(numeric)), (k, analytic, numeric)
 
 
 # ----- Cordonnier: convolution as attention ------------------------------------------------------

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from _graph_helpers import graph_nodes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -195,16 +196,8 @@ def test_band_of_against_brute_force():
 
 
 def fused_nodes(y):
-    """Every node of y's graph, by op name (iterative walk)."""
-    seen, stack, names = set(), [y.node], []
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        names.append(node.prim.name)
-        stack.extend(a.node for a in node.inputs if isinstance(a, itn.Tensor))
-    return names
+    """Every node of y's graph, by op name."""
+    return [node.prim.name for node in graph_nodes(y)]
 
 
 @pytest.mark.parametrize("kind,name", [("dot", ATTENTION_OP), ("mlp", MLP_OP)])
@@ -217,21 +210,11 @@ def test_one_fused_node_and_create_graph_raises(kind, name):
     y = op(x, **args)
     names = fused_nodes(y)
     assert names.count(name) == 1 and names.count(ATTENTION_OP) + names.count(MLP_OP) == 1
-    node = next(n for n in _nodes(y) if n.prim.name == name)
+    node = next(n for n in graph_nodes(y) if n.prim.name == name)
     assert node.params["mask"] is None and node.params["causal"]    # causal support -> tile skipping
     assert node.params["saved"].stats.shape == (2, 2, 20)
     with pytest.raises(GraphError, match=name):
         y.sum().backward(create_graph=True)
-
-
-def _nodes(y):
-    seen, stack = {}, [y.node]
-    while stack:
-        node = stack.pop()
-        if node is not None and id(node) not in seen:
-            seen[id(node)] = node
-            stack.extend(a.node for a in node.inputs if isinstance(a, itn.Tensor))
-    return seen.values()
 
 
 def test_shared_backward_with_retain_graph_and_grad_api():

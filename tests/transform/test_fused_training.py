@@ -5,6 +5,7 @@ its loss decreases, every step's graph holds exactly one fused node per transfor
 of size N x M is recorded in it."""
 import numpy as np
 import pytest
+from _graph_helpers import graph_nodes
 
 import itnet_np as itn
 from itnet_np import transform as T
@@ -36,16 +37,6 @@ def data():
     x = rng.standard_normal((B, N, C))
     target = np.cumsum(x[..., :1], axis=1) / np.sqrt(np.arange(1, N + 1))[:, None]   # a causal target
     return x, target
-
-
-def graph_nodes(y):
-    seen, stack = {}, [y.node]
-    while stack:
-        node = stack.pop()
-        if node is not None and id(node) not in seen:
-            seen[id(node)] = node
-            stack.extend(a.node for a in node.inputs if isinstance(a, itn.Tensor))
-    return list(seen.values())
 
 
 def train(backend, steps=8):

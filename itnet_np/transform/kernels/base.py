@@ -21,6 +21,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from ...autograd import ops
 from ...autograd.tensor import get_default_dtype
 from ...errors import ConfigError
 from ...nn.module import Module, Parameter
@@ -104,6 +105,28 @@ def new_parameter(shape, rng, dtype=None, scale=None, fan_in=None, value=None):
         return Parameter(np.zeros(shape, dtype))
     bound = scale if scale is not None else 1.0 / np.sqrt(max(fan_in, 1))
     return Parameter(generator(rng).uniform(-bound, bound, size=shape).astype(dtype))
+
+
+def query_key_parameters(kernel, width, rng, dtype, bias):
+    """Give ``kernel`` the query and key maps of a dot-product-like kernel, rows grouped by head (torch's
+    Linear layout): ``W_q`` (width, query_features), ``W_k`` (width, in_features), both U(-b, b) with
+    b = 1/sqrt(fan_in), and ``b_q``, ``b_k`` (width,) zeros when ``bias``, else None."""
+    kernel.W_q = new_parameter((width, kernel.query_features), rng, dtype, fan_in=kernel.query_features)
+    kernel.W_k = new_parameter((width, kernel.in_features), rng, dtype, fan_in=kernel.in_features)
+    if bias:
+        kernel.b_q = new_parameter((width,), rng, dtype)
+        kernel.b_k = new_parameter((width,), rng, dtype)
+    else:
+        kernel.b_q = kernel.b_k = None
+
+
+def split_heads(f, weight, bias, heads, head_dim):
+    """f W^T (+ b), split into heads: features f (B, n, C), weight (heads head_dim, C) with rows grouped
+    by head, bias (heads head_dim,) or None -> (B, n, heads, head_dim)."""
+    z = ops.matmul(f, ops.transpose(weight))
+    if bias is not None:
+        z = z + bias
+    return ops.reshape(z, tuple(f.shape[:2]) + (heads, head_dim))
 
 
 def check_features(kernel, points, expected, role):

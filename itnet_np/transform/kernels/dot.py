@@ -11,7 +11,7 @@ import math
 
 from ...autograd import ops
 from ...errors import ConfigError
-from .base import Kernel, Projection, check_features, generator, new_parameter
+from .base import Kernel, Projection, check_features, generator, query_key_parameters, split_heads
 from .relative import RelativeBias
 
 
@@ -38,14 +38,7 @@ class DotProductKernel(Kernel):
             head_dim = self.in_features // self.heads
         self.head_dim = int(head_dim)
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
-        width = self.heads * self.head_dim
-        self.W_q = new_parameter((width, self.query_features), rng, dtype, fan_in=self.query_features)
-        self.W_k = new_parameter((width, self.in_features), rng, dtype, fan_in=self.in_features)
-        if bias:
-            self.b_q = new_parameter((width,), rng, dtype)
-            self.b_k = new_parameter((width,), rng, dtype)
-        else:
-            self.b_q = self.b_k = None
+        query_key_parameters(self, self.heads * self.head_dim, rng, dtype, bias)
         self.position_bias = None if position_bias is None else RelativeBias(
             position_bias, heads, num_buckets, max_distance, bidirectional, rng, dtype)
 
@@ -53,17 +46,11 @@ class DotProductKernel(Kernel):
         return (f"in_features={self.in_features}, heads={self.heads}, head_dim={self.head_dim}, "
                 f"scale={self.scale:g}, position_bias={self.position_bias and self.position_bias.kind!r}")
 
-    def _heads(self, f, weight, bias):
-        z = ops.matmul(f, ops.transpose(weight))
-        if bias is not None:
-            z = z + bias
-        return ops.reshape(z, tuple(f.shape[:2]) + (self.heads, self.head_dim))
-
     def project(self, query, source):
         check_features(self, query, self.query_features, "query")
         check_features(self, source, self.in_features, "source")
-        q = self._heads(query.features, self.W_q, self.b_q)
-        k = self._heads(source.features, self.W_k, self.b_k)
+        q = split_heads(query.features, self.W_q, self.b_q, self.heads, self.head_dim)
+        k = split_heads(source.features, self.W_k, self.b_k, self.heads, self.head_dim)
         return Projection({"q": q, "p": query.positions}, {"k": k, "p": source.positions})
 
     def scores(self, proj):

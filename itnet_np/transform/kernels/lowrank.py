@@ -9,7 +9,7 @@ O((N + M) r d) (prefix sums when causal); the dense backend forms the scores.
 """
 from ...autograd import ops
 from .activations import resolve
-from .base import Kernel, Projection, check_features, generator, new_parameter
+from .base import Kernel, Projection, check_features, generator, query_key_parameters, split_heads
 
 
 class LowRankKernel(Kernel):
@@ -31,24 +31,14 @@ class LowRankKernel(Kernel):
         self.feature_map_name, self.phi = resolve(feature_map, "LowRankKernel feature_map")
         self.key_feature_map_name, self.psi = resolve(
             feature_map if key_feature_map is None else key_feature_map, "LowRankKernel key_feature_map")
-        width = self.heads * self.feature_dim
-        self.W_q = new_parameter((width, self.query_features), rng, dtype, fan_in=self.query_features)
-        self.W_k = new_parameter((width, self.in_features), rng, dtype, fan_in=self.in_features)
-        if bias:
-            self.b_q = new_parameter((width,), rng, dtype)
-            self.b_k = new_parameter((width,), rng, dtype)
-        else:
-            self.b_q = self.b_k = None
+        query_key_parameters(self, self.heads * self.feature_dim, rng, dtype, bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, heads={self.heads}, feature_dim={self.feature_dim}, "
                 f"feature_map={self.feature_map_name!r}")
 
     def _features(self, f, weight, bias, fmap):
-        z = ops.matmul(f, ops.transpose(weight))
-        if bias is not None:
-            z = z + bias
-        return fmap(ops.reshape(z, tuple(f.shape[:2]) + (self.heads, self.feature_dim)))
+        return fmap(split_heads(f, weight, bias, self.heads, self.feature_dim))
 
     def project(self, query, source):
         check_features(self, query, self.query_features, "query")
