@@ -133,7 +133,10 @@ def run_case(spec, budget_s=10.0, min_repeat=3, max_repeat=20):
         import numpy  # noqa: F401  (imported before the baseline, like everything else)
         from _operator_impls import Skip, build
         if spec["impl"].startswith("torch"):
-            import torch
+            try:
+                import torch
+            except ImportError:
+                return dict(res, status="skipped", reason="torch is not installed")
             torch.set_num_threads(os.cpu_count() or 1)
         import itnet_np  # noqa: F401
         res["threads"] = {"numba": numba.get_num_threads(),
