@@ -18,6 +18,19 @@ def _mT(a):
     return swapaxes(a, -1, -2)
 
 
+def _flat_rows(x, y):
+    """True when x is (..., K) with more than one leading axis and y is a plain (K, M) matrix: then
+    x @ y is one (rows, K) @ (K, M) GEMM instead of a batch of small ones (and y's gradient one
+    GEMM instead of a batch of products summed over the batch)."""
+    return y.ndim == 2 and x.ndim > 2
+
+
+def _matmul(x, y):
+    if _flat_rows(x, y):
+        return (x.reshape(-1, x.shape[-1]) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
+    return np.matmul(x, y)
+
+
 def _matmul_dx(g, out, x, y):
     if y.ndim == 1:
         return g[..., None] * y if x.ndim > 1 else g * y
@@ -31,10 +44,13 @@ def _matmul_dy(g, out, x, y):
         return x[:, None] * g[..., None, :] if y.ndim > 1 else g * x
     if y.ndim == 1:
         return matmul(_mT(x), g[..., None])[..., 0]
+    if _flat_rows(x, y):
+        from .shape import reshape
+        return matmul(_mT(reshape(x, (-1, x.shape[-1]))), reshape(g, (-1, g.shape[-1])))
     return matmul(_mT(x), g)
 
 
-matmul = primitive(np.matmul, "matmul").defvjp(_matmul_dx, _matmul_dy)
+matmul = primitive(_matmul, "matmul").defvjp(_matmul_dx, _matmul_dy)
 
 
 # ----- einsum ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from ...autograd.backend import is_cupy, xp_of
 from ...autograd.ops import exp, tanh, where
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
+from ...autograd.tensor import Tensor
 from ...errors import ConfigError
 
 
@@ -101,13 +102,47 @@ _K = math.sqrt(2.0 / math.pi)  # tanh approximation: u = K (x + C x^3)
 _C = 0.044715
 
 
+def _tanh_of_u(x, xp):
+    """tanh(u), u = K (x + C x^3), computed in place in one buffer (x is not modified)."""
+    t = xp.asarray(x * x)  # a fresh array (NumPy gives a scalar for 0-d x)
+    t *= _C
+    t += 1
+    t *= x
+    t *= _K
+    return xp.tanh(t, out=t)
+
+
 def _gelu(x, approximate="none"):
     if approximate == "tanh":
-        return 0.5 * x * (1 + xp_of(x).tanh(_K * (x + _C * x * x * x)))
+        t = _tanh_of_u(x, xp_of(x))
+        t += 1
+        t *= x
+        t *= 0.5
+        return t
     return 0.5 * x * (1 + _erf_raw(x * _INV_SQRT2))
 
 
+def _gelu_tanh_grad_raw(g, x):
+    """The tanh-form VJP below, on raw arrays with in-place updates (fewer temporaries)."""
+    xp = xp_of(x)
+    t = _tanh_of_u(x, xp)
+    d = xp.asarray(x * x)            # K (1 + 3 C x^2) x (1 - t^2) / 2
+    d *= 3 * _C
+    d += 1
+    d *= _K * 0.5
+    d *= x
+    s = t * t
+    d -= s * d
+    t += 1                           # (1 + t) / 2
+    t *= 0.5
+    t += d
+    t *= g
+    return t
+
+
 def _gelu_vjp(g, out, x, approximate="none"):
+    if approximate == "tanh" and not isinstance(g, Tensor):
+        return _gelu_tanh_grad_raw(g, x)
     if approximate == "tanh":
         # d/dx [x (1 + t) / 2] = (1 + t) / 2 + x (1 - t^2) K (1 + 3 C x^2) / 2,  t = tanh(u)
         t = tanh(_K * (x + _C * x * x * x))

@@ -18,6 +18,7 @@ from ...autograd.ops import exp
 from ...autograd.ops import sum as _sum
 from ...autograd.ops._util import normalize_axis, raw
 from ...autograd.primitive import primitive
+from ...autograd.tensor import Tensor
 
 
 def _shifted(x, axis):
@@ -28,8 +29,21 @@ def _shifted(x, axis):
 
 
 def _softmax(x, axis=-1):
-    e = xp_of(x).exp(_shifted(x, axis))
-    return e / e.sum(axis=axis, keepdims=True)
+    xp = xp_of(x)
+    e = xp.asarray(_shifted(x, axis))  # a fresh array, updated in place below
+    xp.exp(e, out=e)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def _softmax_vjp(g, out, x, axis=-1):
+    """out * (g - sum_j g_j out_j); on raw arrays with one temporary instead of four."""
+    if isinstance(g, Tensor):
+        return out * (g - _sum(g * out, axis=axis, keepdims=True))
+    r = g * out
+    s = r.sum(axis=axis, keepdims=True)
+    r -= out * s
+    return r
 
 
 def _log_softmax(x, axis=-1):
@@ -37,8 +51,7 @@ def _log_softmax(x, axis=-1):
     return z - xp_of(x).log(xp_of(x).exp(z).sum(axis=axis, keepdims=True))
 
 
-softmax_p = primitive(_softmax, "softmax", save_output=True).defvjp(
-    lambda g, out, x, axis=-1: out * (g - _sum(g * out, axis=axis, keepdims=True)))
+softmax_p = primitive(_softmax, "softmax", save_output=True).defvjp(_softmax_vjp)
 log_softmax_p = primitive(_log_softmax, "log_softmax", save_output=True).defvjp(
     lambda g, out, x, axis=-1: g - exp(out) * _sum(g, axis=axis, keepdims=True))
 
