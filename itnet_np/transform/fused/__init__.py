@@ -5,6 +5,9 @@
 - :func:`mlp_forward` / :func:`mlp_backward`: the ITNet MLP kernel
   s_ij^h = W2_h . act(a_i + b_j + W (x_i * y_j)) + b2_h with quadrature weights and the same options.
 
+- :mod:`stencil_numba` / :mod:`stencil_backend`: the StencilKernel (convolution) as a banded
+  gather over its taps, O(N·T·d) instead of the dense N x M matrix.
+
 Forward returns (out, stats); backward takes them back and recomputes tiles (FlashAttention-2).
 Parity tests against dense NumPy references: tests/transform/test_fused_*_raw.py.
 """

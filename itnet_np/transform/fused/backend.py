@@ -32,8 +32,10 @@ from ...errors import ConfigError
 from .. import backends
 from ..kernels.dot import DotProductKernel
 from ..kernels.mlp import MLPKernel
+from ..kernels.stencil import StencilKernel
 from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp
+from .stencil_backend import pays_stencil, run_stencil
 
 NAME = "numba"
 # 'auto' fuses from this many (query, source) pairs N M on, per (family, itemsize): the measured
@@ -86,7 +88,11 @@ def _decline(kernel, normalization, weights):
             name = kernel.activation_name or "a callable"
             return f"MLPKernel activation {name!r} (fused: {sorted(ACTIVATIONS)})"
         return None
-    return f"{type(kernel).__name__} (fused: DotProductKernel, MLPKernel)"
+    if isinstance(kernel, StencilKernel):
+        if normalization not in ("none", "sum"):
+            return f"StencilKernel with normalization={normalization!r} (banded: 'none', 'sum')"
+        return None
+    return f"{type(kernel).__name__} (fused: DotProductKernel, MLPKernel, StencilKernel)"
 
 
 def _grid_shift(proj):
@@ -124,6 +130,8 @@ def supports(kernel, normalization, weights, mask):
 def pays(kernel, proj, values, weights, mask, normalization):
     """'auto': fuse only when N M is large enough for the fused kernel to beat the dense path and the
     call can be fused at all."""
+    if isinstance(kernel, StencilKernel):
+        return pays_stencil(kernel, proj, values, weights, mask, normalization)
     family = "dot" if isinstance(kernel, DotProductKernel) else "mlp"
     rows = (proj.query["q"] if family == "dot" else proj.query["a"]).shape[1]
     need = MIN_PAIRS[family, raw(values).dtype.itemsize]
@@ -132,6 +140,8 @@ def pays(kernel, proj, values, weights, mask, normalization):
 
 def fused(kernel, proj, values, weights, mask, normalization):
     """The backend function (backends.py contract); ConfigError for a call it cannot fuse."""
+    if isinstance(kernel, StencilKernel):
+        return run_stencil(kernel, proj, values, weights, mask, normalization)
     reason = _decline_call(kernel, proj, values, weights, normalization)
     if reason:
         raise ConfigError(f"backend='numba' cannot fuse {reason}; use backend='auto' (falls back to "
