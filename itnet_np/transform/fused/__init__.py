@@ -7,6 +7,8 @@
 
 - :mod:`stencil_numba` / :mod:`stencil_backend`: the StencilKernel (convolution) as a banded
   gather over its taps, O(N·T·d) instead of the dense N x M matrix.
+- :mod:`scan_numba` / :mod:`scan_backend`: DecayKernel (diagonal SSM) and SelectiveKernel (Mamba) as
+  O(N·state) recurrences, forward and reverse scans (decay factors from clock differences only).
 
 Forward returns (out, stats); backward takes them back and recomputes tiles (FlashAttention-2).
 Parity tests against dense NumPy references: tests/transform/test_fused_*_raw.py.

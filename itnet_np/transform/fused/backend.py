@@ -14,13 +14,17 @@ DotProductKernel, s_ij = scale q_i . k_j (- m_h |i - j| with ALiBi) -> fused_att
                       sources with w_j <= 0 are masked (the dense path's log 0 = -inf)
 MLPKernel -> fused_mlp with kernel.factors(proj) = (a, b, x, y, W, W2, b2, act) and w (ones when None;
     under softmax w <= 0 becomes 0 through ``where``, so its gradient is 0 as in the dense path).
+StencilKernel -> stencil_backend.run_stencil: a banded gather over the T taps ('none' and 'sum';
+    integer positions, any dimension), O(N T d).
+DecayKernel, SelectiveKernel -> scan_backend.run_scan: the recurrence as an O(N state) scan ('none';
+    the index grid; the kernel's own causal or strictly causal support).
 
 Support: the operator hands a dense bool mask (1|B, N, M). ``band_of`` reads off the tightest index
 band holding it (causal j <= i, window |i - j| <= w), which the raw kernels use to skip whole tiles;
 the mask itself is passed on only where it differs from that band.
 
 Not fused (``supports`` is False, 'auto' uses dense, an explicit backend='numba' raises ConfigError):
-other kernel families, T5 / learned relative biases (an N x M table whose gradient needs an N x M
+LowRankKernel and SumKernel, softmax for stencil and scan kernels, T5 / learned relative biases (an N x M table whose gradient needs an N x M
 buffer), activations the raw MLP kernel lacks, arrays that are not NumPy (CuPy), and at call time
 ALiBi on positions that are not the index grid, or softmax weights with scale = 0.
 """
@@ -30,12 +34,18 @@ from ...autograd import ops
 from ...autograd.ops._util import raw
 from ...errors import ConfigError
 from .. import backends
+from ..kernels.decay import DecayKernel
 from ..kernels.dot import DotProductKernel
 from ..kernels.mlp import MLPKernel
+from ..kernels.selective import SelectiveKernel
 from ..kernels.stencil import StencilKernel
 from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp
+from .scan_backend import pays_scan, run_scan, supports_scan
 from .stencil_backend import pays_stencil, run_stencil
+
+# Recurrence kernels run as an O(N * state) scan (scan_backend.py).
+_SCANNED = (DecayKernel, SelectiveKernel)
 
 NAME = "numba"
 # 'auto' fuses from this many (query, source) pairs N M on, per (family, itemsize): the measured
@@ -92,7 +102,8 @@ def _decline(kernel, normalization, weights):
         if normalization not in ("none", "sum"):
             return f"StencilKernel with normalization={normalization!r} (banded: 'none', 'sum')"
         return None
-    return f"{type(kernel).__name__} (fused: DotProductKernel, MLPKernel, StencilKernel)"
+    return (f"{type(kernel).__name__} (fused: DotProductKernel, MLPKernel, StencilKernel, DecayKernel, "
+            "SelectiveKernel)")
 
 
 def _grid_shift(proj):
@@ -124,12 +135,16 @@ def _decline_call(kernel, proj, values, weights, normalization):
 
 def supports(kernel, normalization, weights, mask):
     """Whether 'auto' may pick this backend (static checks; see the module docstring)."""
+    if isinstance(kernel, _SCANNED):
+        return supports_scan(kernel, normalization, weights, mask)
     return _decline(kernel, normalization, weights) is None
 
 
 def pays(kernel, proj, values, weights, mask, normalization):
     """'auto': fuse only when N M is large enough for the fused kernel to beat the dense path and the
     call can be fused at all."""
+    if isinstance(kernel, _SCANNED):
+        return pays_scan(kernel, proj, values, weights, mask, normalization)
     if isinstance(kernel, StencilKernel):
         return pays_stencil(kernel, proj, values, weights, mask, normalization)
     family = "dot" if isinstance(kernel, DotProductKernel) else "mlp"
@@ -140,6 +155,8 @@ def pays(kernel, proj, values, weights, mask, normalization):
 
 def fused(kernel, proj, values, weights, mask, normalization):
     """The backend function (backends.py contract); ConfigError for a call it cannot fuse."""
+    if isinstance(kernel, _SCANNED):
+        return run_scan(kernel, proj, values, weights, mask, normalization)
     if isinstance(kernel, StencilKernel):
         return run_stencil(kernel, proj, values, weights, mask, normalization)
     reason = _decline_call(kernel, proj, values, weights, normalization)
