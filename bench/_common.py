@@ -52,12 +52,6 @@ def machine():
     return facts
 
 
-def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON to ``path`` atomically (the project's one atomic writer)."""
-    from itnet_np.io import write_json
-    write_json(path, obj)
-
-
 def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

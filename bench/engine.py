@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import log, machine, markdown_table, timeit, write_json_atomic
+from _common import log, machine, markdown_table, timeit  # noqa: E402
+from itnet_np.io import write_json  # noqa: E402
 
 CHAIN = 1000
 
@@ -310,7 +311,7 @@ def main(argv=None):
                      f"{r['mlp_step_ms']:.2f} ms", f"{r['block_step_ms']:.1f} ms"])
     table = markdown_table(["framework", "tiny-op fwd / bwd", "MLP step (median)", "block step (median)"], rows)
     print(table)
-    write_json_atomic(args.json, {"machine": machine(), "results": results})
+    write_json(args.json, {"machine": machine(), "results": results})
     log(f"wrote {args.json}")
 
 

@@ -38,7 +38,8 @@ import subprocess
 import tempfile
 import time
 
-from _common import log, machine, markdown_table, write_json_atomic
+from _common import log, machine, markdown_table
+from itnet_np.io import write_json
 from _operator_cases import MIB, all_cases, case_id, estimate_bytes, run_case, select, shape_id
 
 FUSED = ("itnet-fused", "itnet-fused-raw")        # preference order for ratios and targets
@@ -295,7 +296,7 @@ def main(argv=None):
                 "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", "default (cores)"),
                 "memory": "peak extra = VmHWM - VmRSS after warm-up (inputs alive), per fresh subprocess",
                 "time": "median of >= min_repeat calls after one warm-up call"}
-    write_json_atomic(args.json, {"benchmark": "operator", "machine": machine(), "settings": settings,
+    write_json(args.json, {"benchmark": "operator", "machine": machine(), "settings": settings,
                                   "load_avg": {"start": load_start, "end": load_end},
                                   "wall_s": time.perf_counter() - t0, "cases": results, "ratios": rat,
                                   "targets": targ, "crosscheck": check, "tables_markdown": text})

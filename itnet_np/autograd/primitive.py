@@ -108,8 +108,7 @@ class Primitive:
             _check_finite(self, out, args, "forward output")
         if not (requires and state.grad_enabled):
             return Tensor._wrap(out, None)
-        needs = tuple([type(a) is Tensor and a.requires_grad or isinstance(a, Tensor) and a.requires_grad
-                       for a in args])
+        needs = tuple([isinstance(a, Tensor) and a.requires_grad for a in args])
         node = Node(self, args, raw, params, out if self.save_output else None, needs)
         if state.anomaly:
             node.site = _creation_site()

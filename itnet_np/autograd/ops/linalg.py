@@ -10,7 +10,6 @@ import numpy as np
 from ..backend import xp_of
 from ..primitive import primitive
 from ._util import raw
-from .shape import transpose  # noqa: F401  (used through swapaxes below)
 
 
 def _mT(a):

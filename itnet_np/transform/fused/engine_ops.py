@@ -10,7 +10,7 @@ records them all, so the engine routes gradients to whatever produced q, k, v (a
 projections), a, b, x, y, W, W2, b2, v, w or the additive bias and the ALiBi slopes.
 
 Residuals: the forward keeps ``out`` (save_output) and the per-row statistic ``stats`` (B, H, N) --
-the log-sum-exp for softmax, the row sum Z for 'sum' -- in a small per-call ``_Saved`` record that
+the log-sum-exp for softmax, the row sum Z for 'sum' -- in a small per-call ``Saved`` record that
 travels with the node as a keyword parameter (the engine keeps a node's params until it frees the
 node). Nothing of size N x M is kept: the backward recomputes the score tiles (FlashAttention-2).
 
@@ -34,7 +34,7 @@ ATTENTION_OP = "fused_attention"
 MLP_OP = "fused_mlp"
 
 
-class _Saved:
+class Saved:
     """Residuals of one fused call: stats, which inputs need a gradient, and the shared backward."""
 
     __slots__ = ("g", "grads", "needs", "served", "stats")
@@ -88,7 +88,7 @@ def fused_attention(q, k, v, *, scale, bias=None, alibi_slopes=None, causal=Fals
     """
     args = (q, k, v, bias, alibi_slopes)
     return _attention(*args, scale=scale, causal=bool(causal), window=window, mask=mask,
-                      normalization=normalization, saved=_Saved(args))
+                      normalization=normalization, saved=Saved(args))
 
 
 # ----------------------------------------------------------------------------------------- MLP
@@ -123,4 +123,4 @@ def fused_mlp(a, b, x, y, W, W2, b2, v, w, *, act, causal=False, window=None, ma
     """
     args = (a, b, x, y, W, W2, b2, v, w)
     return _mlp(*args, act=act, causal=bool(causal), window=window, mask=mask, normalization=normalization,
-                saved=_Saved(args))
+                saved=Saved(args))

@@ -30,7 +30,7 @@ from ...autograd.primitive import primitive
 from ...errors import ConfigError
 from ..kernels.decay import DecayKernel
 from ..kernels.selective import SelectiveKernel
-from .engine_ops import _Saved
+from .engine_ops import Saved
 from .scan_numba import decay_backward, decay_forward, selective_backward, selective_forward
 
 __all__ = ["decay_scan", "pays_scan", "run_scan", "selective_scan", "supports_scan"]
@@ -56,7 +56,7 @@ _selective = primitive(_selective_forward, "scan_selective",
 def selective_scan(loga, Bm, Cm, v, *, strict=False):
     """One engine node: loga (B, H, N, S), Bm, Cm (B, N, S), v (B, H, N, d) -> y (B, H, N, d)."""
     args = (loga, Bm, Cm, v)
-    return _selective(*args, strict=bool(strict), saved=_Saved(args))
+    return _selective(*args, strict=bool(strict), saved=Saved(args))
 
 
 def _decay_forward(v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict, saved):
@@ -77,7 +77,7 @@ _decay = primitive(_decay_forward, "scan_decay", twice_differentiable=False).def
 def decay_scan(v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict=False):
     """One engine node: v (B, H, N, d), real modes (H, nr), complex modes (H, nc) -> (B, H, N, d)."""
     args = (v, log_rate, coef, log_mod, angle, coef_re, coef_im)
-    return _decay(*args, strict=bool(strict), saved=_Saved(args))
+    return _decay(*args, strict=bool(strict), saved=Saved(args))
 
 
 # ----------------------------------------------------------------------------------------- backend

@@ -24,7 +24,7 @@ from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
 from ...errors import ConfigError
 from ..kernels.stencil import StencilKernel
-from .engine_ops import _Saved
+from .engine_ops import Saved
 from .stencil_numba import stencil_backward, stencil_forward
 
 __all__ = ["STENCIL_OP", "decline_reason", "fused_stencil", "pays_stencil", "run_stencil",
@@ -111,7 +111,7 @@ def fused_stencil(table, w, v, idx):
     (stencil_numba.py). table (H, T), w (1|B, 1|H, M), v (B, H, M, d): arrays or Tensors; idx a
     raw int64 constant (1|B, N, T), -1 = no source."""
     args = (table, w, v)
-    return _stencil(*args, idx=idx, saved=_Saved(args))
+    return _stencil(*args, idx=idx, saved=Saved(args))
 
 
 # ------------------------------------------------------------------------------------- backend
