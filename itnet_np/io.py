@@ -12,19 +12,27 @@ Format: an ``.npz`` (zip) archive. Each array is stored as ``a0.npy``, ``a1.npy`
      "tree": <obj with every array replaced by {"__array__": "a0"}>,
      "arrays": {"a0": {"shape": [...], "dtype": "<f4"}, ...}}
 
-Loading never unpickles (``np.load(..., allow_pickle=False)``): object arrays are refused when
-saving and reading. Tuples come back as lists, Tensors and device arrays as host ndarrays.
+Loading never unpickles (``allow_pickle=False``): object arrays are refused when saving and
+reading, and no entry is allocated before its header is checked against the size the zip records.
+Tuples come back as lists, Tensors and device arrays as host ndarrays.
 
-Saving is atomic: the archive is written to a temporary file in the target's directory, flushed
-and fsync'ed, then moved over the target with ``os.replace``; if anything fails the old file is
-untouched and the temporary file is removed. Every problem on loading (missing, not a zip,
-truncated, no metadata, foreign format, missing or mismatched arrays) raises CheckpointError.
+Saving is atomic (see :func:`atomic_write`): the path holds either the complete old file or the
+complete new one, whatever happens. Every problem on loading (missing, not a zip, truncated or
+garbled bytes, no metadata, foreign format or version, malformed metadata, missing or mismatched
+arrays) raises CheckpointError naming the file and what is wrong.
 """
 import contextlib
+import hashlib
 import json
+import math
 import os
+import re
+import socket
+import stat
+import struct
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -32,11 +40,18 @@ from .autograd import backend
 from .autograd.tensor import Tensor
 from .errors import CheckpointError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, and os.kill(pid, 0) there would signal the process
+    fcntl = None
+
 FORMAT = "itnet-np-checkpoint"
 VERSION = 1
 META_KEY = "__itnet_meta__"
 _REF = "__array__"
 _JSON_SCALARS = (type(None), bool, int, float, str)
+# Temporaries are named '.NAME.HOST-PID.XXXXXXXX.tmp': HOST hashes this machine's name, PID is the writer.
+_HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
 # ----- saving ---------------------------------------------------------------------------------
@@ -89,13 +104,27 @@ def save(path, obj, compress=False):
 def atomic_write(path, mode="wb"):
     """Open a temporary file beside ``path``; on success, fsync it and rename it onto ``path``.
 
-    A crash or exception at any point leaves the previous file untouched and no temporary file
-    behind. Used for checkpoints and every result file the project writes.
+    The one atomic writer of the project (checkpoints, ``itnet verify --json``, the benches). The
+    temporary is ``.NAME.HOST-PID.XXXXXXXX.tmp`` in the target's directory (HOST: a hash of the host
+    name, PID: the writer's process id), and the writer holds an exclusive ``flock`` on it until the
+    rename. An exception or KeyboardInterrupt removes it and leaves the old file untouched.
+
+    What a crash can leave: ``path`` itself is always the complete old or the complete new file.
+    A writer killed outright (SIGKILL, the OOM killer, power loss) cannot clean up, so its temporary
+    stays, at most as large as the new file. The next write to the same ``path`` removes every
+    temporary of that path that was written on this host by a process that no longer runs and that
+    nobody holds a lock on; a temporary of a live writer (another process or thread) is never touched.
+    Left for good: temporaries from other hosts (a shared network filesystem), from before this naming,
+    all of them where ``fcntl`` is missing (Windows), and, until that process exits, one whose pid has
+    been taken by a new, unrelated process.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    _remove_stale_temporaries(directory, base)
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=directory)
+    lock = _lock(fd)
     try:
         with os.fdopen(fd, mode) as f:
             # mkstemp makes the file private (0600); give it the mode a plain open() would have had.
@@ -110,7 +139,68 @@ def atomic_write(path, mode="wb"):
         except FileNotFoundError:
             pass
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     _fsync_directory(directory)
+
+
+def _lock(fd):
+    """Take an exclusive flock on the open temporary; returns a duplicate descriptor that keeps the
+    lock until it is closed (after the rename), or None where locks are unavailable."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return os.dup(fd)
+    except OSError:  # a filesystem without locks: the pid check alone protects this writer
+        return None
+
+
+def _remove_stale_temporaries(directory, base):
+    """Delete the temporaries of ``base`` whose writer is gone (see :func:`atomic_write`). Best
+    effort: anything unexpected leaves the file where it is."""
+    if fcntl is None:
+        return
+    pattern = re.compile(re.escape(f".{base}.") + r"([0-9a-f]{8})-([0-9]{1,10})\.[^.]+\.tmp")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and match[1] == _HOST and not _pid_running(int(match[2])):
+            _unlink_if_unlocked(os.path.join(directory, name))
+
+
+def _pid_running(pid):
+    """Whether a process with this id exists on this host (a zombie counts until it is reaped)."""
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing the same path
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: it runs under another user
+        return True
+    return True
+
+
+def _unlink_if_unlocked(tmp):
+    """Remove the regular file ``tmp`` unless a live process holds a lock on it."""
+    try:
+        if not stat.S_ISREG(os.lstat(tmp).st_mode):
+            return
+        fd = os.open(tmp, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(tmp)
+    except OSError:  # locked by its writer, or already removed by another cleaner
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_json(path, obj):
@@ -162,15 +252,46 @@ def _read_archive(path):
         raise CheckpointError(f"load: '{path}' is not a zip/npz archive (it starts with {head!r}); "
                               "not an itnet-np checkpoint")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise CheckpointError(f"load: '{path}' holds an object array, which cannot be read without "
-                                  "pickle; refusing (not an itnet-np checkpoint)") from e
-        raise CheckpointError(f"load: '{path}' is corrupt: {e}") from e
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError) as e:
+        with zipfile.ZipFile(path) as archive:
+            entries = {}
+            for info in archive.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if name is None or name in entries:
+                    raise CheckpointError(f"load: '{path}' has a {'duplicate' if name else 'non-.npy'} entry "
+                                          f"{info.filename!r}; not an itnet-np checkpoint")
+                with archive.open(info) as f:
+                    entries[name] = _read_entry(path, info, f)
+            return entries
+    except CheckpointError:
+        raise
+    except _CORRUPT as e:
         raise CheckpointError(f"load: '{path}' is truncated or corrupt ({type(e).__name__}: {e})") from e
+
+
+# What a damaged zip or .npy header can raise from zipfile, zlib and numpy's header parser.
+_CORRUPT = (zipfile.BadZipFile, zlib.error, struct.error, EOFError, OSError, KeyError, RuntimeError,
+            NotImplementedError, ValueError, OverflowError)
+
+
+def _read_entry(path, info, f):
+    """One .npy entry, read after checking that its header agrees with the size the zip records
+    (so a damaged header cannot make us allocate terabytes) and that it needs no pickle."""
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise CheckpointError(f"load: entry {info.filename!r} in '{path}' is .npy format {version}, "
+                              "expected 1.0 or 2.0")
+    fmt = np.lib.format
+    shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+    if dtype.hasobject:
+        raise CheckpointError(f"load: '{path}' holds an object array ({info.filename!r}), which cannot be "
+                              "read without pickle; refusing (not an itnet-np checkpoint)")
+    size = f.tell() + math.prod(shape) * dtype.itemsize
+    if size != info.file_size:
+        raise CheckpointError(f"load: entry {info.filename!r} in '{path}' is corrupt: its header declares "
+                              f"{dtype.str}{list(shape)} ({size} bytes in all), the archive holds "
+                              f"{info.file_size} bytes")
+    f.seek(0)
+    return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _decode(tree, arrays):
@@ -183,10 +304,8 @@ def _decode(tree, arrays):
     return tree
 
 
-def load(path):
-    """Read a checkpoint written by :func:`save`; arrays come back as host ndarrays."""
-    path = os.fspath(path)
-    entries = _read_archive(path)
+def _metadata(path, entries):
+    """The checked metadata dict of a checkpoint (popped from ``entries``), or CheckpointError."""
     if META_KEY not in entries:
         raise CheckpointError(f"load: '{path}' has no '{META_KEY}' metadata entry: a plain npz, not an "
                               f"itnet-np checkpoint (entries: {sorted(entries)[:8]})")
@@ -198,15 +317,31 @@ def load(path):
         meta = json.loads(raw_meta.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"load: metadata in '{path}' is not valid UTF-8 JSON: {e}") from e
+    except RecursionError:
+        raise CheckpointError(f"load: metadata in '{path}' is nested too deeply to read") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         tag = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"load: '{path}' has format tag {tag!r}, expected {FORMAT!r}")
     version = meta.get("version")
-    if not isinstance(version, int) or not 1 <= version <= VERSION:
+    if type(version) is not int or not 1 <= version <= VERSION:  # bool is an int subclass: refused
         raise CheckpointError(f"load: '{path}' is format version {version!r}; this itnet-np reads "
                               f"versions 1..{VERSION} (upgrade itnet-np to read newer checkpoints)")
     if "tree" not in meta or not isinstance(meta.get("arrays"), dict):
-        raise CheckpointError(f"load: metadata in '{path}' lacks 'tree' or 'arrays'")
+        raise CheckpointError(f"load: metadata in '{path}' lacks 'tree' or an 'arrays' dict")
+    for key, spec in meta["arrays"].items():
+        shape = spec.get("shape") if isinstance(spec, dict) else None
+        if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)
+                and isinstance(spec.get("dtype"), str)):
+            raise CheckpointError(f"load: metadata in '{path}' describes array '{key}' as {spec!r:.200}; "
+                                  "expected {'shape': [non-negative ints], 'dtype': str}")
+    return meta
+
+
+def load(path):
+    """Read a checkpoint written by :func:`save`; arrays come back as host ndarrays."""
+    path = os.fspath(path)
+    entries = _read_archive(path)
+    meta = _metadata(path, entries)
     declared = meta["arrays"]
     missing = sorted(set(declared) - set(entries))
     unexpected = sorted(set(entries) - set(declared))
@@ -215,10 +350,12 @@ def load(path):
                               f"{missing}, unexpected entries {unexpected}")
     for key, spec in declared.items():
         a = entries[key]
-        if list(a.shape) != list(spec.get("shape", [])) or a.dtype.str != spec.get("dtype"):
+        if list(a.shape) != spec["shape"] or a.dtype.str != spec["dtype"]:
             raise CheckpointError(f"load: array '{key}' in '{path}' is {a.dtype.str}{list(a.shape)}, "
-                                  f"metadata says {spec.get('dtype')}{spec.get('shape')}")
+                                  f"metadata says {spec['dtype']}{spec['shape']}")
     try:
         return _decode(meta["tree"], entries)
     except (KeyError, TypeError) as e:
-        raise CheckpointError(f"load: metadata tree in '{path}' refers to a missing array: {e}") from e
+        raise CheckpointError(f"load: metadata tree in '{path}' refers to a missing array: {e!r}") from e
+    except RecursionError:
+        raise CheckpointError(f"load: metadata tree in '{path}' is nested too deeply to read") from None
