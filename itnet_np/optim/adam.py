@@ -16,7 +16,7 @@ import math
 
 from ..autograd.backend import xp_of
 from ..errors import ConfigError
-from .optimizer import Optimizer
+from .optimizer import Optimizer, scalars
 
 
 class Adam(Optimizer):
@@ -43,7 +43,6 @@ class Adam(Optimizer):
 
     def _update(self, data, grad, state, group):
         xp = xp_of(data)
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         if not state:
             state.update(step=0, exp_avg=xp.zeros_like(data), exp_avg_sq=xp.zeros_like(data))
@@ -51,22 +50,25 @@ class Adam(Optimizer):
                 state["max_exp_avg_sq"] = xp.zeros_like(data)
         state["step"] += 1
         t = state["step"]
+        bias1, bias2 = 1 - beta1 ** t, 1 - beta2 ** t
+        wd, decay, b1, b2, c1, c2, eps, root_bias2, step_size = scalars(
+            data, group["weight_decay"], 1 - group["lr"] * group["weight_decay"], beta1, beta2, 1 - beta1,
+            1 - beta2, group["eps"], math.sqrt(bias2), group["lr"] / bias1)
         if wd != 0:
             if self.decoupled:
-                data *= 1 - lr * wd
+                data *= decay
             else:
                 grad = grad + wd * data
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= beta1
-        m += (1 - beta1) * grad
-        v *= beta2
-        v += (1 - beta2) * grad * grad
+        m *= b1
+        m += c1 * grad
+        v *= b2
+        v += c2 * grad * grad
         if group["amsgrad"]:
             xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
             v = state["max_exp_avg_sq"]
-        bias1, bias2 = 1 - beta1 ** t, 1 - beta2 ** t
-        denom = xp.sqrt(v) / math.sqrt(bias2) + eps
-        data -= (lr / bias1) * (m / denom)
+        denom = xp.sqrt(v) / root_bias2 + eps
+        data -= step_size * (m / denom)
 
 
 class AdamW(Adam):

@@ -51,13 +51,17 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if coef < 1.0:
         for p, g in zip(params, grads):
             # A new array, not an in-place product: a gradient array may be shared with the caller.
-            p.grad = Tensor._wrap(g * g.dtype.type(coef), None)
+            # asarray: for a 0-d gradient the product is a NumPy scalar.
+            p.grad = Tensor._wrap(xp_of(g).asarray(g * g.dtype.type(coef)), None)
     return total
 
 
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient entry to [-clip_value, clip_value] in place."""
     clip_value = float(clip_value)
+    if not clip_value >= 0:
+        raise ConfigError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")
     for p in _grads(parameters):
         g = p.grad.data if isinstance(p.grad, Tensor) else p.grad
-        p.grad = Tensor._wrap(xp_of(g).clip(g, -clip_value, clip_value), None)
+        xp, low, high = xp_of(g), g.dtype.type(-clip_value), g.dtype.type(clip_value)
+        p.grad = Tensor._wrap(xp.asarray(xp.clip(g, low, high)), None)  # typed bounds keep float32

@@ -8,7 +8,9 @@ rebuilding the model, and ``load_state_dict`` checks names, shapes and dtypes be
 anything.
 
 ``step()`` updates ``p.data`` in place, outside the autograd graph, and skips every parameter
-whose ``grad`` is None.
+whose ``grad`` is None. Updates keep the parameter's dtype and write every state entry in place,
+for 0-d parameters too (NumPy turns arithmetic on 0-d arrays into scalars, and on NumPy 1.26 a
+float32 0-d array times a Python float into a float64 scalar, hence :func:`scalars`).
 """
 import numpy as np
 
@@ -37,6 +39,13 @@ def _named(params, start):
             raise DTypeError(f"optimizer parameter '{name}' must be floating point, got {p.dtype}")
         out.append((name, p))
     return out
+
+
+def scalars(data, *values):
+    """``values`` (hyper-parameters) as scalars of ``data``'s dtype: arithmetic with them keeps
+    float32 float32 on every NumPy version, 0-d arrays included."""
+    kind = data.dtype.type
+    return tuple(kind(v) for v in values)
 
 
 def _restore(key, value, like):

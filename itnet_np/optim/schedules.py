@@ -5,9 +5,15 @@ number of ``scheduler.step()`` calls so far). Closed forms (B = base_lr):
 
     Constant(factor)                 lr = factor * B
     StepDecay(step_size, gamma)      lr = B * gamma ** floor(t / step_size)
+    MultiStep(milestones, gamma)     lr = B * gamma ** #{m in milestones : m <= t}
+    Exponential(gamma)               lr = B * gamma ** t
     Cosine(T, eta_min)               lr = eta_min + (B - eta_min) (1 + cos(pi t / T)) / 2  for t <= T,
                                           eta_min afterwards (no restart)
     LinearWarmup(T, start_factor)    lr = B (s + (1 - s) min(t, T) / T),  s = start_factor
+    OneCycle(T, pct_start, ...)      B / div_factor up to B, then down to B / (div_factor *
+                                          final_div_factor) at t = T - 1 (see OneCycle)
+
+A learning rate that follows a metric instead of the clock is ReduceLROnPlateau (plateau.py).
 
 Schedules compose in time: ``a.then(b)`` runs ``a`` for its length (``a.length`` steps), then
 ``b`` with its clock restarted at 0. Warm-up then cosine decay over 1000 steps in all::
@@ -19,7 +25,10 @@ Schedules compose in time: ``a.then(b)`` runs ``a`` for its length (``a.length``
 The scheduler sets ``group['lr']`` of every param group from the group's base lr (its lr when the
 scheduler was built); ``get_lr()`` gives the values for the current step.
 """
+import bisect
+import itertools
 import math
+import numbers
 
 from ..errors import CheckpointError, ConfigError
 
@@ -66,6 +75,39 @@ class StepDecay(Schedule):
         return f"StepDecay(step_size={self.step_size}, gamma={self.gamma})"
 
 
+class MultiStep(Schedule):
+    """Multiply the lr by ``gamma`` at each step in ``milestones`` (torch's MultiStepLR; a milestone
+    listed twice applies gamma twice, as there)."""
+
+    def __init__(self, milestones, gamma=0.1):
+        milestones = sorted(milestones)
+        if not all(isinstance(m, numbers.Integral) and not isinstance(m, bool) and m >= 1
+                   for m in milestones):
+            raise ConfigError(f"MultiStep: milestones must be integers >= 1, got {milestones}")
+        self.milestones, self.gamma = [int(m) for m in milestones], float(gamma)
+
+    def __call__(self, t, base_lr):
+        return base_lr * self.gamma ** bisect.bisect_right(self.milestones, t)
+
+    def __repr__(self):
+        return f"MultiStep(milestones={self.milestones}, gamma={self.gamma})"
+
+
+class Exponential(Schedule):
+    """Multiply the lr by ``gamma`` every step (the closed form of torch's ExponentialLR)."""
+
+    def __init__(self, gamma):
+        if not gamma > 0:
+            raise ConfigError(f"Exponential: gamma must be > 0, got {gamma}")
+        self.gamma = float(gamma)
+
+    def __call__(self, t, base_lr):
+        return base_lr * self.gamma ** t
+
+    def __repr__(self):
+        return f"Exponential(gamma={self.gamma})"
+
+
 class Cosine(Schedule):
     """Half a cosine from base_lr down to ``eta_min`` over ``total_steps`` steps (the closed form of
     torch's CosineAnnealingLR), then held at ``eta_min``."""
@@ -100,6 +142,66 @@ class LinearWarmup(Schedule):
 
     def __repr__(self):
         return f"LinearWarmup({self.length}, start_factor={self.start_factor})"
+
+
+class OneCycle(Schedule):
+    """The 1cycle policy (Smith & Topin, 2017) as torch's OneCycleLR computes it, with the base lr B
+    as the peak: warm up from initial = B / div_factor to B, then anneal down to min = initial /
+    final_div_factor. Phases (last step of each, with P = pct_start * total_steps):
+
+        two phases (default):  initial -> B up to P - 1,   B -> min up to total_steps - 1
+        three_phase=True:      initial -> B up to P - 1,   B -> initial up to 2 P - 2,
+                               initial -> min up to total_steps - 1
+
+    Within a phase from step a to step b going from lr u to lr w, with x = (t - a) / (b - a):
+
+        anneal='cos':     lr = w + (u - w) (1 + cos(pi x)) / 2
+        anneal='linear':  lr = u + (w - u) x
+
+    After step total_steps - 1 the lr stays at min (torch raises there). Only the lr is cycled
+    (torch's cycle_momentum=False). A phase of no length (P <= 1, or P >= total_steps) is an error.
+    """
+
+    def __init__(self, total_steps, pct_start=0.3, div_factor=25.0, final_div_factor=1e4, three_phase=False,
+                 anneal="cos"):
+        if not (isinstance(total_steps, numbers.Integral) and total_steps >= 2):
+            raise ConfigError(f"OneCycle: total_steps must be an integer >= 2, got {total_steps!r}")
+        if not 0.0 <= pct_start <= 1.0:
+            raise ConfigError(f"OneCycle: pct_start must be in [0, 1], got {pct_start}")
+        if not (div_factor > 0 and final_div_factor > 0):
+            raise ConfigError(f"OneCycle: div_factor and final_div_factor must be > 0, got {div_factor} "
+                              f"and {final_div_factor}")
+        if anneal not in ("cos", "linear"):
+            raise ConfigError(f"OneCycle: anneal must be 'cos' or 'linear', got {anneal!r}")
+        self.length, self.pct_start, self.anneal = int(total_steps), float(pct_start), anneal
+        self.div_factor, self.final_div_factor = float(div_factor), float(final_div_factor)
+        self.three_phase = bool(three_phase)
+        peak_at, last = self.pct_start * self.length - 1, self.length - 1
+        self.phases = ([(peak_at, "initial", "max"), (2 * self.pct_start * self.length - 2, "max", "initial"),
+                        (last, "initial", "min")] if self.three_phase
+                       else [(peak_at, "initial", "max"), (last, "max", "min")])
+        ends = [0.0] + [end for end, _, _ in self.phases]
+        if any(b <= a for a, b in itertools.pairwise(ends)):
+            raise ConfigError(f"OneCycle: total_steps={total_steps} with pct_start={pct_start} gives a phase "
+                              f"of no length (phases end at steps {ends[1:]})")
+
+    def __call__(self, t, base_lr):
+        initial = base_lr / self.div_factor
+        lrs = {"max": base_lr, "initial": initial, "min": initial / self.final_div_factor}
+        begin = 0.0
+        for k, (end, u, w) in enumerate(self.phases):
+            if t <= end or k == len(self.phases) - 1:
+                x, u, w = min((t - begin) / (end - begin), 1.0), lrs[u], lrs[w]
+                if self.anneal == "linear":
+                    return u + (w - u) * x
+                return w + (u - w) / 2 * (1 + math.cos(math.pi * x))
+            begin = end
+
+    def __repr__(self):
+        return (f"OneCycle(total_steps={self.length}, pct_start={self.pct_start}, "
+                f"div_factor={self.div_factor}, final_div_factor={self.final_div_factor}, "
+                f"three_phase={self.three_phase}, "
+                f"anneal={self.anneal!r})")
 
 
 class Sequence(Schedule):

@@ -9,8 +9,9 @@ With g the gradient of parameter p at step t (t = 1, 2, ...):
 
 Note that the first buffer is g itself (no dampening on step 1), as in torch.
 """
+from ..autograd.backend import xp_of
 from ..errors import ConfigError
-from .optimizer import Optimizer
+from .optimizer import Optimizer, scalars
 
 
 class SGD(Optimizer):
@@ -32,14 +33,17 @@ class SGD(Optimizer):
         return {"momentum_buffer"} if group["momentum"] != 0 else set()
 
     def _update(self, data, grad, state, group):
-        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        lr, momentum, wd, undamped = scalars(data, group["lr"], group["momentum"], group["weight_decay"],
+                                             1 - group["dampening"])
         g = grad + wd * data if wd != 0 else grad
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = g.copy()
+                # xp.array, not g.copy(): for a 0-d parameter g may be a NumPy scalar, and the buffer
+                # must be an array that the in-place updates below reach.
+                buf = state["momentum_buffer"] = xp_of(data).array(g)
             else:
                 buf *= momentum
-                buf += (1 - group["dampening"]) * g
+                buf += undamped * g
             g = g + momentum * buf if group["nesterov"] else buf
         data -= lr * g
