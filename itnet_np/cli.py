@@ -1,22 +1,27 @@
-"""The ``itnet`` command line: ``itnet --version``, ``itnet info``, ``itnet demo``.
+"""The ``itnet`` command line: ``itnet --version``, ``info``, ``demo`` and ``verify``.
 
 Subcommands live in a registry. A subcommand is a function ``run(args) -> exit code`` registered
 with the :func:`subcommand` decorator, which also names a function that adds its options to an
-argparse sub-parser. A later issue adds ``itnet verify`` by writing, in its own module,
+argparse sub-parser. A plug-in module registers more by writing
 
     from itnet_np.cli import subcommand
 
-    @subcommand("verify", help="...", arguments=_verify_arguments)
-    def _verify(args): ...
+    @subcommand("name", help="...", arguments=_arguments)
+    def _run(args): ...
 
-and listing that module in ``COMMAND_MODULES``. Keep the top-level imports of such modules light:
-they are imported whenever the parser is built; heavy imports belong inside ``run``.
+and being listed in ``COMMAND_MODULES``. Keep the top-level imports of such modules light: they
+are imported whenever the parser is built; heavy imports belong inside ``run``. The command line
+depends on the library (``itnet verify`` runs :mod:`itnet_np.verify`), never the other way round.
 
-Errors never reach the user as a traceback: :func:`main` prints ``itnet: error: <message>`` on
-stderr and returns 2 for usage and configuration errors (argparse errors, ConfigError), 1 for any
-other failure. ``itnet --traceback <command>`` re-raises instead, for debugging.
+Every argument is checked while parsing, before any work starts: the ``type=`` converters below
+raise argparse errors that name the option, what was given and what is expected (exit 2).
+Errors never reach the user as a traceback: :func:`main` prints ``itnet: error: <Type>: <message>``
+on one line on stderr and returns 2 for configuration errors (ConfigError), 1 for any other
+failure, and 130 after Ctrl-C (``itnet verify`` first writes what finished). ``itnet --traceback
+<command>`` re-raises instead, for debugging.
 """
 import argparse
+import math
 import os
 import platform
 import sys
@@ -24,8 +29,8 @@ from collections import namedtuple
 
 from ._version import __version__
 
-# Modules that register more subcommands when imported (e.g. "itnet_np.transform.verify_cli").
-COMMAND_MODULES = ("itnet_np.verify",)
+# Modules that register more subcommands when imported (plug-ins; the built-in ones are below).
+COMMAND_MODULES = ()
 
 _Command = namedtuple("_Command", "name help arguments run")
 _COMMANDS = {}
@@ -41,17 +46,58 @@ def subcommand(name, help, arguments=None):
     return register
 
 
-def _positive(kind):
-    """An argparse ``type`` that accepts positive numbers of ``kind`` (int or float) only."""
-    def convert(text):
+# ------------------------------------------------------------------------------ argument types
+# argparse ``type=`` converters: a raised ArgumentTypeError becomes "argument --x: <message>", exit 2.
+
+def _integer(minimum):
+    """An argparse type accepting integers >= ``minimum`` only."""
+    def integer(text):
         try:
-            value = kind(text)
+            value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
         return value
-    return convert
+    return integer
+
+
+def _positive_float(text):
+    """An argparse type accepting finite floats > 0 only (not inf, not nan)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _name_part(text):
+    """An argparse type accepting a non-blank string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a non-empty part of a name, got {text!r}")
+    return text
+
+
+def _output_file(text):
+    """An argparse type for a file to be written (atomically, by rename): not empty, not a directory
+    nor any other non-regular file, in an existing writable directory."""
+    def refuse(why):
+        raise argparse.ArgumentTypeError(f"cannot write a file at {text!r}: {why}")
+    if not text.strip():
+        refuse("expected a file path")
+    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+        refuse("it is a directory; expected a file path")
+    if os.path.lexists(text) and not os.path.isfile(text):
+        refuse("it exists and is not a regular file")
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        refuse(f"{directory!r} is not a directory" if os.path.exists(directory)
+               else f"directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        refuse(f"directory {directory!r} is not writable")
+    return text
 
 
 def _progress(iterable, **kwargs):
@@ -137,10 +183,19 @@ def _spirals(n_per_class, classes, rng, noise=0.2):
 
 
 def _demo_arguments(parser):
-    parser.add_argument("--steps", type=_positive(int), default=200, help="Adam steps (default 200)")
-    parser.add_argument("--hidden", type=_positive(int), default=64, help="hidden width (default 64)")
-    parser.add_argument("--lr", type=_positive(float), default=1e-2, help="learning rate (default 1e-2)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--steps", type=_integer(1), default=200, help="Adam steps (default 200)")
+    parser.add_argument("--hidden", type=_integer(1), default=64, help="hidden width (default 64)")
+    parser.add_argument("--lr", type=_positive_float, default=1e-2, help="learning rate (default 1e-2)")
+    parser.add_argument("--seed", type=_integer(0), default=0, help="random seed (default 0)")
+
+
+class DivergedError(ArithmeticError):
+    """Training produced a non-finite loss (``itnet demo`` exits 1 with it)."""
+
+
+def _check_loss(value, when, lr):
+    if not math.isfinite(value):
+        raise DivergedError(f"training diverged {when}: the loss is {value} (Adam lr={lr}; try a smaller --lr)")
 
 
 @subcommand("demo", help="train a tiny MLP on 2-D spirals and print loss and accuracy",
@@ -174,20 +229,82 @@ def _demo(args):
           f"{len(train)} training / {len(test)} test points on {classes} spirals")
     start = time.perf_counter()
     report = max(1, args.steps // 5)
-    bar = _progress(range(1, args.steps + 1), desc="training", unit="step")
-    for step in bar:
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x_train), y_train)
-        loss.backward()
-        opt.step()
-        if step % report == 0 or step == args.steps:
-            # bar.write prints above the progress bar instead of through it (plain print without a TTY).
-            train_accuracy = accuracy(x_train, y_train)
-            bar.write(f"step {step:5d}  loss {loss.item():.4f}  train accuracy {train_accuracy:.3f}")
+    # A diverging run overflows on its way to a non-finite loss: _check_loss reports that in one line,
+    # so NumPy's overflow warnings would only repeat it.
+    with np.errstate(over="ignore", invalid="ignore"), \
+            _progress(range(1, args.steps + 1), desc="training", unit="step") as bar:
+        for step in bar:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x_train), y_train)
+            _check_loss(loss.item(), f"at step {step}", args.lr)
+            loss.backward()
+            opt.step()
+            if step % report == 0 or step == args.steps:
+                # bar.write prints above the progress bar, not through it (plain print without a TTY).
+                train_accuracy = accuracy(x_train, y_train)
+                bar.write(f"step {step:5d}  loss {loss.item():.4f}  train accuracy {train_accuracy:.3f}")
     elapsed = time.perf_counter() - start
+    with itn.no_grad(), np.errstate(over="ignore", invalid="ignore"):
+        _check_loss(F.cross_entropy(model(x_train), y_train).item(), f"after step {args.steps}", args.lr)
     print(f"test accuracy {accuracy(x_test, y_test):.3f} after {args.steps} steps "
           f"({elapsed:.1f} s, {1e3 * elapsed / args.steps:.1f} ms/step)")
     return 0
+
+
+# -------------------------------------------------------------------------------------- verify
+
+def _verify_arguments(parser):
+    parser.add_argument("--trials", type=_integer(1), default=5,
+                        help="random configurations per reduction (default 5)")
+    parser.add_argument("--seed", type=_integer(0), default=0,
+                        help="seed of the random configurations, >= 0 (default 0)")
+    parser.add_argument("--only", type=_name_part, metavar="NAME",
+                        help="run only the reductions whose name contains NAME (case-insensitive)")
+    parser.add_argument("--json", type=_output_file, metavar="PATH",
+                        help="also write the report as JSON (atomically) to PATH; an interrupted run "
+                             "writes the reductions that finished, with \"complete\": false")
+
+
+def _verify_report(args, names, results, complete):
+    """Print the table and summary of ``results`` and write the JSON report; returns the exit code."""
+    from . import verify
+    from ._version import __version__
+
+    failed = [r["reduction"] for r in results if not r["passed"]]
+    print(verify.format_table(results))
+    summary = f"{len(results) - len(failed)} passed, {len(failed)} failed"
+    if not complete:
+        summary += f", {len(names) - len(results)} not run (interrupted)"
+    print(f"\n{summary}", flush=True)
+    if args.json:
+        from .io import write_json
+        write_json(args.json, {"itnet_np": __version__, "trials": args.trials, "seed": args.seed,
+                               "only": args.only, "reductions": names, "results": results,
+                               "complete": complete, "passed": complete and not failed})
+        print(f"report written to {args.json}" + ("" if complete else " (incomplete)"), flush=True)
+    return 1 if failed else 0
+
+
+@subcommand("verify", help="run every reduction (conv, attention, SSMs, recurrences) on random "
+            "configurations against the independent references", arguments=_verify_arguments)
+def _verify(args):
+    from . import verify
+
+    names = verify.select(args.only)          # an --only that matches nothing fails before any work
+    results = []
+    with _progress(None, total=len(names) * args.trials, desc="verify", unit="config") as bar:
+        try:
+            for result in verify.iter_suite(args.trials, args.seed, names=names,
+                                            on_trial=lambda: bar.update(1)):
+                results.append(result)
+                bar.write(f"verify [{len(results)}/{len(names)}] {result['reduction']}: "
+                          f"{'PASS' if result['passed'] else 'FAIL'}", file=sys.stderr)
+                sys.stderr.flush()
+        except KeyboardInterrupt:              # keep what finished, then exit 130 (main)
+            bar.close()
+            _verify_report(args, names, results, complete=False)
+            raise
+    return _verify_report(args, names, results, complete=True)
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -218,6 +335,12 @@ def _fail(message, code):
     return code
 
 
+def _one_line(exc):
+    """``Type: message`` of an exception on one line."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def main(argv=None):
     """Run ``itnet`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     from .errors import ConfigError, ITNetError
@@ -241,6 +364,5 @@ def main(argv=None):
         if "--traceback" in argv:
             raise
         code = 2 if isinstance(exc, ConfigError) else 1
-        if isinstance(exc, ITNetError):
-            return _fail(str(exc), code)
-        return _fail(f"{type(exc).__name__}: {exc} (run with --traceback for details)", code)
+        hint = "" if isinstance(exc, ITNetError) else " (run with --traceback for details)"
+        return _fail(_one_line(exc) + hint, code)

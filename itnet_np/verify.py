@@ -11,20 +11,23 @@ reference (``itnet_np.proofs.reference``):
   gives  a = sum_k <d<u, y_itnet>/d x_k, v_k>,  central differences of the *reference* give n; the
   error is |a - n| / max(1, |n|)  (``directional_gradient_error``).
 
-``run_suite`` runs every registered check ``trials`` times and reports, per reduction, the number of
-configurations, the max errors, the tolerances and PASS/FAIL. ``itnet verify`` is its CLI.
+The checks live in ``itnet_np.proofs.checks`` (one module per family, imported by
+:func:`load_reductions`), apart from the constructions they exercise: importing a proof imports
+neither this module nor the command line. :func:`iter_suite` yields one result per reduction as it
+finishes (so a caller can keep what finished when interrupted); :func:`run_suite` collects them.
+``itnet verify`` (:mod:`itnet_np.cli`) is the command line on top; this module knows nothing of it.
 """
 import dataclasses
 import importlib
 import math
+import zlib
 
 import numpy as np
 
-from .cli import subcommand
 from .errors import ConfigError
 
-# Modules whose import registers reductions (each proofs module registers its own).
-PROOF_MODULES = ("conv", "attention", "nadaraya_watson", "cordonnier", "linear_attention", "ssm", "mamba",
+# Modules under itnet_np.proofs.checks whose import registers reductions (one per family).
+CHECK_MODULES = ("conv", "attention", "nadaraya_watson", "cordonnier", "linear_attention", "ssm", "mamba",
                  "recurrence")
 
 
@@ -59,14 +62,32 @@ def reduction(name, tolerance=1e-10, grad_tolerance=1e-6, description=""):
 
 
 def load_reductions():
-    """Import every proofs module so that its reductions register; returns the registry."""
-    for module in PROOF_MODULES:
+    """Import every check module so that its reductions register; returns the registry."""
+    for module in CHECK_MODULES:
         try:
-            importlib.import_module(f"itnet_np.proofs.{module}")
+            importlib.import_module(f"itnet_np.proofs.checks.{module}")
         except ModuleNotFoundError as e:
-            if e.name != f"itnet_np.proofs.{module}":
+            if e.name != "itnet_np.proofs":
                 raise
+            raise ConfigError("itnet_np.proofs is not importable: proofs/ is mapped into the package when "
+                              "it is installed (pip install -e . from the repository root)") from None
     return REGISTRY
+
+
+def select(only=None):
+    """The names of the registered reductions to run, sorted: all, or those containing ``only``
+    (case-insensitive). ConfigError when ``only`` matches none."""
+    names = sorted(load_reductions())
+    if not names:
+        raise ConfigError("no reduction is registered")
+    if only is None:
+        return names
+    if not isinstance(only, str) or not only.strip():
+        raise ConfigError(f"only: expected a non-empty part of a reduction name, got {only!r}")
+    wanted = [n for n in names if only.lower() in n.lower()]
+    if not wanted:
+        raise ConfigError(f"--only {only!r} matches no reduction; known reductions: {', '.join(names)}")
+    return wanted
 
 
 def max_abs(a, b):
@@ -98,39 +119,57 @@ def directional_gradient_error(itnet_fn, reference_fn, inputs, rng, eps=1e-6):
     return abs(analytic - numeric) / max(1.0, abs(numeric))
 
 
+def _count(value, name, minimum):
+    """``value`` as an int >= minimum (bools and non-integers refused), else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def measure(red, trials, seed, on_trial=None):
+    """Run reduction ``red`` on ``trials`` configurations; configuration t draws from
+    default_rng([seed, crc32(name), t]). Returns the result dict (see :func:`iter_suite`)."""
+    fwd, grad, failures = 0.0, None, []
+    tag = zlib.crc32(red.name.encode("utf-8"))
+    for t in range(trials):
+        rng = np.random.default_rng([seed, tag, t])
+        try:
+            m = red.check(rng)
+            fwd = max(fwd, m.forward)
+            if m.gradient is not None:
+                grad = m.gradient if grad is None else max(grad, m.gradient)
+        except Exception as e:  # noqa: BLE001  a crash fails that configuration, reported, not raised
+            failures.append(f"trial {t}: {type(e).__name__}: {e}")
+        if on_trial is not None:
+            on_trial()
+    ok = (not failures and math.isfinite(fwd) and fwd <= red.tolerance
+          and (grad is None or (math.isfinite(grad) and grad <= red.grad_tolerance)))
+    return {"reduction": red.name, "configurations": trials, "forward_error": fwd, "gradient_error": grad,
+            "tolerance": red.tolerance, "grad_tolerance": red.grad_tolerance, "passed": ok,
+            "failures": failures, "description": red.description}
+
+
+def iter_suite(trials=5, seed=0, only=None, names=None, on_trial=None):
+    """Yield one result dict per reduction, in name order, as each finishes.
+
+    A result holds reduction, configurations, forward_error, gradient_error (None when not measured),
+    tolerance, grad_tolerance, passed, failures (one line per crashed configuration) and description.
+    ``names`` (from :func:`select`) overrides ``only``; ``on_trial()`` is called after every
+    configuration. A reduction's configurations depend on (seed, its name, trial) only, so --only
+    reproduces the configurations of a full run and a new reduction changes no other's.
+    """
+    trials, seed = _count(trials, "trials", 1), _count(seed, "seed", 0)
+    names = select(only) if names is None else list(names)
+    for name in names:
+        yield measure(REGISTRY[name], trials, seed, on_trial)
+
+
 def run_suite(trials=5, seed=0, only=None, progress=True):
     """Run the registered reductions; returns a list of result dicts (one per reduction)."""
-    registry = load_reductions()
-    names = sorted(registry)
-    if only:
-        wanted = [n for n in names if only.lower() in n.lower()]
-        if not wanted:
-            raise ConfigError(f"--only {only!r} matches no reduction; known reductions: {', '.join(names)}")
-        names = wanted
+    names = select(only)
     from tqdm import tqdm
-    results = []
-    bar = tqdm(total=len(names) * trials, desc="verify", unit="config", disable=not progress)
-    for k, name in enumerate(names):
-        red = registry[name]
-        fwd, grad, failures = 0.0, None, []
-        for t in range(trials):
-            rng = np.random.default_rng([seed, k, t])
-            try:
-                m = red.check(rng)
-                fwd = max(fwd, m.forward)
-                if m.gradient is not None:
-                    grad = m.gradient if grad is None else max(grad, m.gradient)
-            except Exception as e:  # a crash is a failure of that configuration, reported, not raised
-                failures.append(f"trial {t}: {type(e).__name__}: {e}")
-            bar.update(1)
-        ok = (not failures and math.isfinite(fwd) and fwd <= red.tolerance
-              and (grad is None or grad <= red.grad_tolerance))
-        results.append({"reduction": name, "configurations": trials, "forward_error": fwd,
-                        "gradient_error": grad, "tolerance": red.tolerance,
-                        "grad_tolerance": red.grad_tolerance, "passed": ok, "failures": failures,
-                        "description": red.description})
-    bar.close()
-    return results
+    with tqdm(total=len(names) * trials, desc="verify", unit="config", disable=not progress) as bar:
+        return list(iter_suite(trials, seed, names=names, on_trial=lambda: bar.update(1)))
 
 
 def format_table(results):
@@ -141,38 +180,9 @@ def format_table(results):
              f"{r['tolerance']:.0e} / {r['grad_tolerance']:.0e}", "PASS" if r["passed"] else "FAIL")
             for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
     for r in results:
         for f in r["failures"][:3]:
             out.append(f"  {r['reduction']}: {f}")
     return "\n".join(out)
-
-
-# ----------------------------------------------------------------------------------------- CLI
-def _verify_arguments(parser):
-    parser.add_argument("--trials", type=int, default=5, help="random configurations per reduction (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random configurations (default 0)")
-    parser.add_argument("--only", metavar="NAME", help="run only the reductions whose name contains NAME")
-    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON (atomically) to PATH")
-
-
-@subcommand("verify", help="run every reduction (conv, attention, SSMs, recurrences) on random "
-            "configurations against the independent references", arguments=_verify_arguments)
-def _verify(args):
-    import sys
-
-    if args.trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {args.trials}")
-    results = run_suite(trials=args.trials, seed=args.seed, only=args.only, progress=sys.stderr.isatty())
-    print(format_table(results))
-    failed = [r["reduction"] for r in results if not r["passed"]]
-    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
-    if args.json:
-        from .io import write_json
-        from ._version import __version__
-        write_json(args.json, {"itnet_np": __version__, "trials": args.trials, "seed": args.seed,
-                               "only": args.only, "results": results, "passed": not failed})
-        print(f"report written to {args.json}")
-    return 1 if failed else 0
-

@@ -1,4 +1,5 @@
-"""Conv1d / Conv2d (PyTorch semantics) are ITNet layers: hard positional kernels, one head per tap.
+"""Conv1d / Conv2d (PyTorch semantics) are ITNet layers: hard positional kernels, one head per tap
+(docs/theory.md §2).
 
 **The conventional layer** (torch.nn.functional.conv1d; x (B, C_in, L), weight W (C_out, C_in/G, K)):
 
@@ -20,7 +21,7 @@ groups). Then y_i = sum_a What_a x[:, q_i + d a] + b, which is the formula above
 spacing of the anchors, padding their origin, dilation the spacing of the taps. **Zero padding comes
 for free**: an anchor whose tap lands outside [0, L) finds no source there, the sum just has no term;
 the input is never padded. 2-D is the same with p = (row, col), a = (a1, a2), d, s, P per axis. This is
-Cordonnier et al.'s MHSA-as-convolution construction at alpha = infinity (theory.md §4): the softmax of
+Cordonnier et al.'s MHSA-as-convolution construction at alpha = infinity (docs/theory.md §6): the softmax of
 -alpha ||delta - Delta_h||^2 tends to exactly this indicator. Exact for every configuration.
 
 Two constructions of the indicator (``kernel=``):
@@ -72,10 +73,8 @@ from itnet_np.autograd.tensor import Tensor
 from itnet_np.errors import ConfigError, ShapeError
 from itnet_np.nn.module import Module, functional_call
 from itnet_np.transform import IntegralTransform, MLPKernel, StencilKernel, conv_offsets, grid_positions
-from itnet_np.verify import Measurement, directional_gradient_error, max_abs, reduction
 
 from . import _common
-from .reference import conv1d_ref, conv2d_ref
 
 __all__ = ["ConvAsITNet", "conv1d_as_itnet", "conv2d_as_itnet", "extract_conv_weights", "hat_kernel"]
 
@@ -302,74 +301,3 @@ def extract_conv_weights(layer, in_channels, kernel_size, dilation=None, groups=
     resp = (resp[:-1] - bias).reshape(G, cin_g, T, G, cout_g)             # (h, c', a, g, o')
     weight = np.einsum("gctgo->goct", resp).reshape((c_out, cin_g) + ksize)
     return weight, bias
-
-
-# ----------------------------------------------------------------------------- verification suite
-
-def _random_case(rng, dims):
-    """A random small conv configuration: (x, weight, bias or None, hyper-parameters)."""
-    groups = int(rng.integers(1, 3))
-    c_in, c_out = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
-    k = tuple(int(rng.integers(1, 4)) for _ in range(dims))
-    d = tuple(int(rng.integers(1, 3)) for _ in range(dims))
-    kind = rng.choice(["int", "same", "valid"])
-    s = (1,) * dims if kind == "same" else tuple(int(rng.integers(1, 3)) for _ in range(dims))
-    p = tuple(int(rng.integers(0, 3)) for _ in range(dims)) if kind == "int" else (0,) * dims
-    # Large enough for at least one output along every axis.
-    sizes = tuple(max(int(rng.integers(2, 8 if dims == 1 else 6)), dd * (kk - 1) + 1 - 2 * pp)
-                  for kk, dd, pp in zip(k, d, p))
-    x = rng.standard_normal((2, c_in) + sizes)
-    w = rng.standard_normal((c_out, c_in // groups) + k)
-    b = rng.standard_normal(c_out) if rng.random() < 0.75 else None
-    one = (lambda t: t) if dims == 2 else (lambda t: t[0])
-    hyper = {"stride": one(s), "padding": str(kind) if kind != "int" else one(p), "dilation": one(d),
-             "groups": groups}
-    return x, w, b, hyper
-
-
-def _check(rng, dims, kind):
-    x, w, b, hyper = _random_case(rng, dims)
-    build = conv1d_as_itnet if dims == 1 else conv2d_as_itnet
-    ref = conv1d_ref if dims == 1 else conv2d_ref
-    fwd = max_abs(build(w, b, kernel=kind, **hyper)(x), ref(x, w, b, **hyper))
-    if b is None:
-        grad = directional_gradient_error(lambda x_, w_: build(w_, None, kernel=kind, **hyper)(x_),
-                                          lambda x_, w_: ref(x_, w_, None, **hyper), [x, w], rng)
-    else:
-        grad = directional_gradient_error(lambda x_, w_, b_: build(w_, b_, kernel=kind, **hyper)(x_),
-                                          lambda x_, w_, b_: ref(x_, w_, b_, **hyper), [x, w, b], rng)
-    return Measurement(forward=fwd, gradient=grad)
-
-
-@reduction("conv1d (stencil)")
-def _verify_conv1d_stencil(rng):
-    """ITNet stencil layer (one head per tap) == conv1d, random stride/padding/dilation/groups."""
-    return _check(rng, 1, "stencil")
-
-
-@reduction("conv1d (MLP hat kernel)")
-def _verify_conv1d_mlp(rng):
-    """ITNet ReLU-MLP kernel (exact hat units on dp) == conv1d."""
-    return _check(rng, 1, "mlp")
-
-
-@reduction("conv2d (stencil)")
-def _verify_conv2d_stencil(rng):
-    """ITNet stencil layer over 2-D offsets == conv2d, random stride/padding/dilation/groups."""
-    return _check(rng, 2, "stencil")
-
-
-@reduction("conv2d (MLP hat kernel)")
-def _verify_conv2d_mlp(rng):
-    """ITNet ReLU-MLP kernel (hats on a mixed-radix code of the 2-D offset, window support) == conv2d."""
-    return _check(rng, 2, "mlp")
-
-
-@reduction("conv weight extraction round trip", tolerance=1e-12)
-def _verify_extraction(rng):
-    """weights -> ITNet layer -> impulse responses -> weights is the identity (1-D/2-D, both kernels)."""
-    dims, kind = int(rng.integers(1, 3)), rng.choice(KERNELS)
-    x, w, b, hyper = _random_case(rng, dims)
-    layer = (conv1d_as_itnet if dims == 1 else conv2d_as_itnet)(w, b, kernel=kind, **hyper)
-    w2, b2 = extract_conv_weights(layer, x.shape[1], w.shape[2:])
-    return Measurement(forward=max(max_abs(w2, w), max_abs(b2, np.zeros_like(b2) if b is None else b)))

@@ -1,5 +1,5 @@
 """Cordonnier, Loukas & Jaggi (ICLR 2020): multi-head self-attention expresses any K x K convolution,
-exactly in the limit alpha -> inf, here with an explicit bound at every finite alpha (theory.md §4).
+exactly in the limit alpha -> inf, here with an explicit bound at every finite alpha (docs/theory.md §6).
 
 Construction. Keys are ALL pixels of the zero-padded image (the padding zeros must be keys, or the
 border softmax renormalises over fewer pixels and is not zero-padded conv); queries sit at the output
@@ -26,33 +26,25 @@ c = sum_h sum_{|n| = 1} (u_{k*+n} - u_{k*}) over the unit neighbours that are ke
 |err - e^{-alpha} c| <= 2 N_h M (theta_3^2 - 1 - 4 e^{-alpha} + (theta_3^2 - 1)^2), so log err has
 slope -1 in alpha up to that relative error (tests/proofs/test_cordonnier.py derives the band).
 
-Proof: tests/proofs/test_cordonnier.py; the verification suite registers one check below.
+Proof: tests/proofs/test_cordonnier.py; suite check in :mod:`itnet_np.proofs.checks.cordonnier`.
 """
 import math
 
 import numpy as np
 
 from itnet_np.autograd import ops
+from itnet_np.autograd.ops._util import raw
 from itnet_np.autograd.tensor import Tensor
 from itnet_np.errors import ConfigError, ShapeError, describe
 from itnet_np.nn.module import Module, functional_call
 from itnet_np.transform import IntegralTransform, MLPKernel, grid_positions
-from itnet_np.verify import Measurement, directional_gradient_error, max_abs, reduction
 
-from . import reference as R
-from ._common import materialize, template
+from ._common import materialize, shape_of, template
 from ._common import weight as weight_
 
 __all__ = ["ConvAsAttention", "conv_as_attention", "conv_from_itnet", "cordonnier_bound",
            "cordonnier_value_bound", "theta3_minus_one"]
 
-
-def _raw(a):
-    return a.data if isinstance(a, Tensor) else a
-
-
-def _shape(a):
-    return tuple(np.shape(_raw(a)))
 
 
 def theta3_minus_one(alpha):
@@ -67,7 +59,7 @@ def theta3_minus_one(alpha):
 
 def cordonnier_bound(alpha, num_heads, value_bound, dim=2):
     """2 N_h M (theta_3(e^{-alpha})^dim - 1): the bound on ||MHSA_alpha(X) - Conv(X)||_inf derived in
-    the module docstring (§4); M = :func:`cordonnier_value_bound`, dim = 2 for images."""
+    the module docstring (docs/theory.md §6); M = :func:`cordonnier_value_bound`, dim = 2 for images."""
     return 2.0 * num_heads * value_bound * np.expm1(dim * np.log1p(theta3_minus_one(alpha)))
 
 
@@ -75,19 +67,19 @@ def _dense_weight(weight, groups):
     """(C_out, C_in/G, kh, kw) -> block-diagonal (C_out, C_in, kh, kw) (engine ops: grads flow)."""
     if groups == 1:
         return weight
-    c_out, cin_g = _shape(weight)[:2]
+    c_out, cin_g = shape_of(weight)[:2]
     o, c = np.arange(c_out)[:, None], np.arange(cin_g * groups)[None, :]
     local = c - (o // (c_out // groups)) * cin_g
     inside = (local >= 0) & (local < cin_g)
     picked = weight[np.broadcast_to(o, inside.shape), np.clip(local, 0, cin_g - 1)]
-    return picked * inside[:, :, None, None].astype(np.asarray(_raw(weight)).dtype)
+    return picked * inside[:, :, None, None].astype(np.asarray(raw(weight)).dtype)
 
 
 def cordonnier_value_bound(x, weight, groups=1):
     """M = max over heads h (taps a), pixels k, batch and channels of |W[:, :, a] x_k| (padding zeros
     give 0, so the original pixels suffice). x (B, C_in, H, W), weight (C_out, C_in/G, kh, kw)."""
-    w = np.asarray(_raw(_dense_weight(Tensor(np.asarray(_raw(weight))), groups)))
-    return float(np.abs(np.einsum("ocab,ncij->naboij", w, np.asarray(_raw(x)))).max())
+    w = np.asarray(raw(_dense_weight(Tensor(np.asarray(raw(weight))), groups)))
+    return float(np.abs(np.einsum("ocab,ncij->naboij", w, np.asarray(raw(x)))).max())
 
 
 class ConvAsAttention(Module):
@@ -102,15 +94,15 @@ class ConvAsAttention(Module):
 
     def __init__(self, weight, bias=None, alpha=30.0, stride=1, padding="same", dilation=1, groups=1):
         super().__init__()
-        ws = _shape(weight)
+        ws = shape_of(weight)
         if len(ws) != 4:
-            raise ShapeError(f"weight: expected shape (C_out, C_in/groups, kh, kw), got {describe(_raw(weight))}")
+            raise ShapeError(f"weight: expected shape (C_out, C_in/groups, kh, kw), got {describe(raw(weight))}")
         c_out, cin_g, kh, kw = ws
         groups = int(groups)
         if groups < 1 or c_out % groups:
             raise ConfigError(f"ConvAsAttention: C_out={c_out} (weight {ws}) is not divisible by groups={groups}")
-        if bias is not None and _shape(bias) != (c_out,):
-            raise ShapeError(f"bias: expected shape ({c_out},), got {describe(_raw(bias))}")
+        if bias is not None and shape_of(bias) != (c_out,):
+            raise ShapeError(f"bias: expected shape ({c_out},), got {describe(raw(bias))}")
         pair = lambda v: (int(v), int(v)) if np.ndim(v) == 0 else tuple(int(u) for u in v)
         (s1, s2), (d1, d2) = pair(stride), pair(dilation)
         if min(s1, s2, d1, d2) < 1:
@@ -123,7 +115,7 @@ class ConvAsAttention(Module):
             self.pads = tuple((t // 2, t - t // 2) for t in tot)
         else:
             self.pads = tuple((p, p) for p in pair(padding))
-        dtype = np.asarray(_raw(weight)).dtype
+        dtype = np.asarray(raw(weight)).dtype
         self.dtype = dtype if dtype.kind == "f" else np.dtype(np.float64)
         self.in_channels, self.out_channels, self.groups = cin_g * groups, c_out, groups
         self.kernel_size, self.stride, self.dilation, self.alpha = (kh, kw), (s1, s2), (d1, d2), float(alpha)
@@ -168,9 +160,9 @@ class ConvAsAttention(Module):
         return materialize(self.transform, self.maps(alpha))
 
     def forward(self, x, alpha=None):
-        xs = _shape(x)
+        xs = shape_of(x)
         if len(xs) != 4 or xs[1] != self.in_channels:
-            raise ShapeError(f"x: expected shape (B, {self.in_channels}, H, W), got {describe(_raw(x))}")
+            raise ShapeError(f"x: expected shape (B, {self.in_channels}, H, W), got {describe(raw(x))}")
         B, _, H, W = xs
         (p1, q1), (p2, q2) = self.pads
         (kh, kw), (s1, s2), (d1, d2) = self.kernel_size, self.stride, self.dilation
@@ -197,47 +189,15 @@ def conv_from_itnet(layer, alpha=None):
     """Reverse map: (weight (C_out, C_in/G, kh, kw), bias) read off the IntegralTransform: the shift of
     head h is Delta_h = W1[h, dp] / (-2 alpha) with alpha = -W1[h, dist2], and W[:, :, a_h] = W_O^h W_V^h."""
     t = layer.itnet(alpha)
-    W1 = np.asarray(_raw(t.kernel.W1))
+    W1 = np.asarray(raw(t.kernel.W1))
     a = -W1[:, t.kernel.layout["dist2"]][:, 0]
     shifts = W1[:, t.kernel.layout["dp"]] / (-2.0 * a[:, None])
     taps = np.rint((shifts + [layer.pads[0][0], layer.pads[1][0]]) / layer.dilation).astype(int)
     cin, c_out = layer.in_channels, layer.out_channels
-    WO, WV = np.asarray(_raw(t.W_O)), np.asarray(_raw(t.W_V))
+    WO, WV = np.asarray(raw(t.W_O)), np.asarray(raw(t.W_V))
     dense = np.zeros((c_out, cin) + layer.kernel_size)
     for h, (a1, a2) in enumerate(taps):
         dense[:, :, a1, a2] = WO[:, h * cin:(h + 1) * cin] @ WV[h * cin:(h + 1) * cin]
     cin_g, cout_g = cin // layer.groups, c_out // layer.groups
     weight = np.stack([dense[o, (o // cout_g) * cin_g:(o // cout_g + 1) * cin_g] for o in range(c_out)])
-    return weight, None if t.b is None else np.array(_raw(t.b))
-
-
-# ----- verification suite (itnet verify) -----------------------------------------------------------
-CORDONNIER_ALPHAS = (1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0)
-
-
-@reduction("Cordonnier conv-as-attention (α bound)")
-def _verify_cordonnier(rng):
-    """K^2-head attention with score -alpha||delta - Delta_h||^2 -> conv2d: error <= the derived bound at
-    every alpha in CORDONNIER_ALPHAS (a violation fails the check); forward = the error at alpha*, the
-    smallest integer alpha whose bound is <= 1e-12, so the 1e-10 tolerance is the usual exactness one."""
-    kh, kw, groups = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(1, 3))
-    c_in, c_out = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
-    stride, dilation = int(rng.integers(1, 3)), int(rng.integers(1, 3))
-    padding = "same" if stride == 1 and rng.random() < 0.5 else int(rng.integers(0, 3))
-    H, W = int(rng.integers(3, 7)) + dilation * (kh - 1), int(rng.integers(3, 7)) + dilation * (kw - 1)
-    x, w = rng.standard_normal((2, c_in, H, W)), rng.standard_normal((c_out, c_in // groups, kh, kw))
-    b = rng.standard_normal(c_out)
-    opts = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    conv = R.conv2d_ref(x, w, b, **opts)
-    layer, M = conv_as_attention(w, b, **opts), cordonnier_value_bound(x, w, groups)
-    for alpha in CORDONNIER_ALPHAS:
-        err, bound = max_abs(layer(x, alpha=alpha), conv), cordonnier_bound(alpha, kh * kw, M)
-        if not err <= bound:
-            raise AssertionError(f"alpha={alpha}: error {err:.3e} exceeds the bound {bound:.3e}")
-    alpha_star = next(a for a in range(1, 800) if cordonnier_bound(a, kh * kw, M) <= 1e-12)
-
-    def itnet(x, w, b):
-        return conv_as_attention(w, b, alpha=alpha_star, **opts)(x)
-    return Measurement(forward=max_abs(layer(x, alpha=alpha_star), conv),
-                       gradient=directional_gradient_error(itnet, lambda x, w, b: R.conv2d_ref(x, w, b, **opts),
-                                                           [x, w, b], rng))
+    return weight, None if t.b is None else np.array(raw(t.b))

@@ -1,7 +1,7 @@
 """Linear attention is an RNN, and both are one ITNet integral transform (Katharopoulos et al. 2020).
 
 With per-head projections q_i = W_q^h x_i, k_j = W_k^h x_j, v_j = W_v^h x_j and a positive feature
-map phi (elu + 1), causal linear attention is (theory.md section 5)
+map phi (elu + 1), causal linear attention is (docs/theory.md §7)
 
     V'_i = phi(q_i)^T sum_{j<=i} phi(k_j) v_j^T / phi(q_i)^T sum_{j<=i} phi(k_j)
 
@@ -21,7 +21,8 @@ Biases: q_bias and k_bias are the LowRankKernel's b_q / b_k (inside the feature 
 operator's b_V and out_bias its b. The layer keeps the conventional weights and fills the operator's
 maps (empty slots of its IntegralTransform) with them at every call via ``functional_call``.
 
-Proof: tests/proofs/test_linear_attention.py.
+Proof: tests/proofs/test_linear_attention.py; suite check in
+:mod:`itnet_np.proofs.checks.linear_attention`.
 """
 import numpy as np
 
@@ -30,9 +31,7 @@ from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
 from ..nn.module import Module, functional_call
 from ..transform import IntegralTransform, LowRankKernel
-from ..verify import Measurement, directional_gradient_error, max_abs, reduction
 from ._common import dtype_of, template, weight
-from .reference import causal_linear_attention_recurrent_ref
 
 __all__ = ["LinearAttention", "linear_attention_as_itnet", "linear_attention_weights"]
 
@@ -147,38 +146,3 @@ def linear_attention_weights(layer):
             "out_weight": get(layer.W_O), "q_bias": get(layer.kernel.b_q), "k_bias": get(layer.kernel.b_k),
             "v_bias": get(layer.b_V),
             "out_bias": get(layer.b), "num_heads": layer.heads, "causal": layer.support.kind == "causal"}
-
-
-def _conventional_linear_attention(x, weights, num_heads, attention=causal_linear_attention_recurrent_ref):
-    """The conventional layer on arrays: project x (B, L, C) with ``weights`` (dict of torch-layout arrays,
-    keys as ``linear_attention_weights``), run ``attention(q, k, v)`` on (B, H, L, d) heads, merge and
-    project."""
-    def project(name):
-        y = x @ np.asarray(weights[name + "_weight"]).T
-        bias = weights.get(name + "_bias")
-        y = y if bias is None else y + bias
-        return np.moveaxis(y.reshape(y.shape[:2] + (num_heads, -1)), 2, 1)
-    heads = attention(project("q"), project("k"), project("v"))
-    y = np.moveaxis(heads, 1, 2).reshape(x.shape[:2] + (-1,))
-    if weights.get("out_weight") is not None:
-        y = y @ np.asarray(weights["out_weight"]).T
-    return y if weights.get("out_bias") is None else y + weights["out_bias"]
-
-
-@reduction("linear attention = RNN")
-def _verify_linear_attention(rng):
-    """ITNet LowRankKernel (elu+1, 'sum', causal) == recurrent linear attention (eps = 0), with biases."""
-    n_batch, L, C, H, r, dv = (int(v) for v in rng.integers(1, [2, 10, 4, 3, 3, 3], endpoint=True))
-    shapes = {"q_weight": (H * r, C), "k_weight": (H * r, C), "v_weight": (H * dv, C),
-              "out_weight": (C, H * dv), "q_bias": (H * r,), "k_bias": (H * r,), "v_bias": (H * dv,),
-              "out_bias": (C,)}
-    names = [n for n in shapes if "weight" in n or rng.random() < 0.5]
-    inputs = [rng.standard_normal((n_batch, L, C))] + [rng.standard_normal(shapes[n]) for n in names]
-
-    def itnet(x, *ws):
-        return linear_attention_as_itnet(num_heads=H, **dict(zip(names, ws)))(x)
-
-    def reference(x, *ws):
-        return _conventional_linear_attention(x, dict(zip(names, ws)), H)
-    return Measurement(forward=max_abs(itnet(*inputs), reference(*inputs)),
-                       gradient=directional_gradient_error(itnet, reference, inputs, rng))

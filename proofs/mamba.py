@@ -1,4 +1,4 @@
-"""Mamba's selective scan (S6) and Mamba-2's SSD as ITNet integral transforms (theory.md §11-12).
+"""Mamba's selective scan (S6) and Mamba-2's SSD as ITNet integral transforms (docs/theory.md §9, §10).
 
 Both are causal, unnormalised transforms y_t = sum_{s <= t} w_s K(t, s) v_s (+ D u_t) on the grid
 p_t = t with the data-dependent SelectiveKernel; tests/proofs/test_mamba.py proves each one.
@@ -36,9 +36,7 @@ from ..errors import ConfigError, ShapeError
 from ..nn import functional as F
 from ..nn.module import functional_call, override_parameters
 from ..transform import IntegralTransform, SelectiveKernel
-from ..verify import Measurement, directional_gradient_error, max_abs, reduction
 from ._common import as_tensor, diag, dtype_of, shape_of
-from .reference import selective_scan_ref, ssd_ref
 
 __all__ = ["selective_scan_as_itnet", "selective_scan_from_itnet", "selective_scan_matrix", "ssd_as_itnet",
            "ssd_matrix"]
@@ -80,8 +78,8 @@ def _selective_groups(u, delta, A, B, C, D, delta_bias, delta_softplus):
     groups = gb * gc // math.gcd(gb, gc)
     width = dim // groups
     cols = 2 * width + 2 * n_state
-    sel = lambda rows, start: np.eye(rows, cols, start, dtype=dtype)    # noqa: E731
-    T = lambda a: ops.transpose(a, (0, 2, 1))                          # noqa: E731
+    sel = lambda rows, start: np.eye(rows, cols, start, dtype=dtype)
+    T = lambda a: ops.transpose(a, (0, 2, 1))
     for g in range(groups):
         ch = slice(g * width, (g + 1) * width)
         feats = ops.concatenate([T(u[:, ch]), T(delta[:, ch]), T(get_b(g * gb // groups)),
@@ -136,7 +134,7 @@ def selective_scan_from_itnet(transform, x):
         raise ConfigError("selective_scan_from_itnet: expected an IntegralTransform with a SelectiveKernel "
                           "(delta_as_weight=True), normalization='none' and quadrature='uniform'")
     f = np.asarray(raw(x), dtype=np.float64)
-    get = lambda a: None if a is None else np.asarray(raw(a))  # noqa: E731
+    get = lambda a: None if a is None else np.asarray(raw(a))
     d = transform.head_dim
     u = f @ get(transform.W_V).T + (0.0 if transform.b_V is None else get(transform.b_V))
     A = get(kernel.state_matrix())
@@ -188,34 +186,3 @@ def ssd_matrix(A, B, C):
         with override_parameters(op, maps):
             mats.append(op.kernel_matrix(f))
     return ops.concatenate(mats, axis=1)
-
-
-# ----- verification suite ---------------------------------------------------------------------------
-@reduction("Mamba selective scan")
-def _verify_selective_scan(rng):
-    """SelectiveKernel transforms == mamba selective_scan_ref (groups, D, z, delta_bias, softplus, real A)."""
-    n_batch, dim, N, L = (int(v) for v in rng.integers(1, [2, 4, 3, 10], endpoint=True))
-    groups = int(rng.choice([g for g in range(1, dim + 1) if dim % g == 0]))
-    softplus = bool(rng.random() < 0.5)
-    seq = (n_batch, dim, L)
-    delta = rng.uniform(-2.0, 1.0, seq) if softplus else rng.uniform(0.05, 1.0, seq)
-    A = -rng.uniform(0.1, 2.0, (dim, N)) if rng.random() < 0.7 else rng.uniform(-1.0, 0.3, (dim, N))
-    inputs = [rng.standard_normal(seq), delta, A, rng.standard_normal((n_batch, groups, N, L)),
-              rng.standard_normal((n_batch, N, L)), rng.standard_normal(dim), rng.standard_normal(seq),
-              0.1 * rng.standard_normal(dim)]
-
-    def run(fn):
-        return lambda u, delta, A, B, C, D, z, bias: fn(u, delta, A, B, C, D, z, bias, softplus)
-    itnet, reference = run(selective_scan_as_itnet), run(selective_scan_ref)
-    return Measurement(forward=max_abs(itnet(*inputs), reference(*inputs)),
-                       gradient=directional_gradient_error(itnet, reference, inputs, rng))
-
-
-@reduction("Mamba-2 SSD")
-def _verify_ssd(rng):
-    """Per-head selective transforms (unit quadrature) == Mamba-2 SSD Y = (L o C B^T) X."""
-    n_batch, L, H, P, N = (int(v) for v in rng.integers(1, [2, 10, 3, 3, 3], endpoint=True))
-    inputs = [rng.standard_normal((n_batch, L, H, P)), -rng.uniform(0.0, 1.0, (n_batch, L, H)),
-              rng.standard_normal((n_batch, L, H, N)), rng.standard_normal((n_batch, L, H, N))]
-    return Measurement(forward=max_abs(ssd_as_itnet(*inputs), ssd_ref(*inputs)),
-                       gradient=directional_gradient_error(ssd_as_itnet, ssd_ref, inputs, rng))

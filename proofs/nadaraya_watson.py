@@ -1,4 +1,4 @@
-"""Softmax attention is a Nadaraya-Watson kernel smoother (theory.md §3; Tsai et al. 2019), exactly.
+"""Softmax attention is a Nadaraya-Watson kernel smoother (docs/theory.md §5; Tsai et al. 2019), exactly.
 
 With G(u) = exp(-tau |u|^2 / 2), exp(tau q.k) = G(q - k) e^{tau|q|^2/2} e^{tau|k|^2/2}, and the q
 factor cancels in the normalisation, so
@@ -13,29 +13,22 @@ A mask (Tsai et al.'s set filter) is the operator's support; is_causal keeps j <
 The layer keeps tau (a Parameter when given as a number, the caller's Tensor else); the kernel's
 W1 = -tau/2 and the identity maps are empty slots of its IntegralTransform, filled at every call
 (``functional_call``), so backward reaches tau, the queries, keys and values.
-Proof: tests/proofs/test_nadaraya_watson.py; the verification suite registers one check below.
+Proof: tests/proofs/test_nadaraya_watson.py; suite check in
+:mod:`itnet_np.proofs.checks.nadaraya_watson`.
 """
 import numpy as np
 
 from itnet_np.autograd import ops
+from itnet_np.autograd.ops._util import raw
 from itnet_np.autograd.tensor import Tensor
 from itnet_np.errors import ShapeError, describe
 from itnet_np.nn.module import Module, functional_call
 from itnet_np.transform import IntegralTransform, MLPKernel
-from itnet_np.verify import Measurement, directional_gradient_error, max_abs, reduction
 
-from . import reference as R
-from ._common import materialize, template, weight
+from ._common import materialize, shape_of, template, weight
 
 __all__ = ["NadarayaWatsonAttention", "attention_as_nadaraya_watson"]
 
-
-def _raw(a):
-    return a.data if isinstance(a, Tensor) else a
-
-
-def _shape(a):
-    return tuple(np.shape(_raw(a)))
 
 
 class NadarayaWatsonAttention(Module):
@@ -67,13 +60,13 @@ class NadarayaWatsonAttention(Module):
 
     def forward(self, query, key, value, mask=None, is_causal=False):
         d, dv = self.dim, self.value_dim
-        qs, ks = _shape(query), _shape(key)
+        qs, ks = shape_of(query), shape_of(key)
         if len(qs) != 3 or qs[2] != d:
-            raise ShapeError(f"query: expected shape (B, L, {d}), got {describe(_raw(query))}")
+            raise ShapeError(f"query: expected shape (B, L, {d}), got {describe(raw(query))}")
         if len(ks) != 3 or ks[0] != qs[0] or ks[2] != d:
-            raise ShapeError(f"key: expected shape ({qs[0]}, S, {d}), got {describe(_raw(key))}")
-        if _shape(value) != (ks[0], ks[1], dv):
-            raise ShapeError(f"value: expected shape {(ks[0], ks[1], dv)}, got {describe(_raw(value))}")
+            raise ShapeError(f"key: expected shape ({qs[0]}, S, {d}), got {describe(raw(key))}")
+        if shape_of(value) != (ks[0], ks[1], dv):
+            raise ShapeError(f"value: expected shape {(ks[0], ks[1], dv)}, got {describe(raw(value))}")
         if is_causal:
             causal = np.tril(np.ones((qs[1], ks[1]), dtype=bool))      # keep j <= i
             mask = causal if mask is None else np.asarray(mask) & causal
@@ -89,19 +82,3 @@ class NadarayaWatsonAttention(Module):
 def attention_as_nadaraya_watson(dim, value_dim, tau=1.0, dtype=np.float64):
     """The NW smoother equal to softmax_j(tau q_i.k_j) v_j; see :class:`NadarayaWatsonAttention`."""
     return NadarayaWatsonAttention(dim, value_dim, tau, dtype)
-
-
-# ----- verification suite (itnet verify) -----------------------------------------------------------
-@reduction("attention = Nadaraya–Watson")
-def _verify_nadaraya_watson(rng):
-    """Gaussian NW smoother (sites k_j, weights e^{tau|k_j|^2/2}, 'sum') == softmax(tau q.k) v, tau learnable."""
-    B, L, S, d, dv = (int(rng.integers(1, n)) for n in (3, 6, 6, 4, 4))
-    args = [rng.uniform(-1.5, 1.5, s) for s in ((B, L, d), (B, S, d), (B, S, dv))] + [np.array(rng.uniform(0.1, 1.5))]
-
-    def itnet(q, k, v, tau):
-        return attention_as_nadaraya_watson(d, dv, tau=tau)(q, k, v)
-
-    def ref(q, k, v, tau):
-        return R.sdpa_ref(q, k, v, scale=float(tau))
-    return Measurement(forward=max_abs(itnet(*args), ref(*args)),
-                       gradient=directional_gradient_error(itnet, ref, args, rng))

@@ -1,6 +1,6 @@
-"""Elman RNN, GRU and LSTM as causal Volterra equations solved by the ITNet operator (theory.md §14).
+"""Elman RNN, GRU and LSTM as causal Volterra equations solved by the ITNet operator (docs/theory.md §11).
 
-Statement [derived]. Any recurrence h_t = F(h_{t-1}, x_t) with initial state h_{-1} = h0 is the unique
+Statement. Any recurrence h_t = F(h_{t-1}, x_t) with initial state h_{-1} = h0 is the unique
 solution y of the discrete Volterra equation of the second kind
 
     y = Phi(T_K[y], u),    T_K[y]_t = y_{t-1}   (y_{-1} = h0, the boundary),
@@ -26,14 +26,14 @@ Because T_K[y]_t only reads y_s for s < t, two solvers are exact:
 The shift is exact in floating point (x * 1 and sums with exact zeros), so the Picard prefix agrees with
 substitution to the last bit, and both agree with the loops of ``proofs.reference`` to rounding.
 
-Multiplicative (gated) Volterra form [derived]. Unrolling h_t = z_t h_{t-1} + (1 - z_t) n_t gives
+Multiplicative (gated) Volterra form. Unrolling h_t = z_t h_{t-1} + (1 - z_t) n_t gives
 
     GRU   h_t = [prod_{r<=t} z_r] h0 + sum_{s<=t} [prod_{r=s+1}^{t} z_r] (1 - z_s) n_s
     LSTM  c_t = [prod_{r<=t} f_r] c0 + sum_{s<=t} [prod_{r=s+1}^{t} f_r] i_s g_s,   h_t = o_t tanh(c_t)
 
 with the gates evaluated on the solution (z_r, n_s read h_{r-1}, h_{s-1}): a causal integral whose
-kernel K(t, s) = prod_{r=s+1}^t z_r is a data-dependent cumulative product, the kernel family of §13
-(minGRU, GLA), with the gates frozen at the solution. ``layer.multiplicative_form(x, hx)`` evaluates it
+kernel K(t, s) = prod_{r=s+1}^t z_r is a data-dependent cumulative product (the kernels of minGRU and
+gated linear attention, docs/theory.md §11), with the gates frozen at the solution. ``layer.multiplicative_form(x, hx)`` evaluates it
 densely (O(T^3 H), a check, not a fast path).
 
 Pitfalls: torch applies r to (W_hn h + b_hn) ("reset after", ONNX linear_before_reset=1), so b_hn is not
@@ -48,7 +48,6 @@ reverse map ``layer.torch_weights()``. Tests: tests/proofs/test_recurrence.py.
 import functools
 
 import numpy as np
-from itnet_np.proofs import reference as R
 
 from itnet_np.autograd import ops
 from itnet_np.autograd.backend import to_device, xp_of
@@ -57,7 +56,6 @@ from itnet_np.errors import ConfigError, DTypeError, ShapeError, describe
 from itnet_np.nn import functional as F
 from itnet_np.nn.module import Module
 from itnet_np.transform import Volterra, shift_transform
-from itnet_np.verify import Measurement, directional_gradient_error, max_abs, reduction
 
 from ._common import weight
 
@@ -287,91 +285,3 @@ def from_torch(module):
     mode, act = modes[module.mode]
     weights = [getattr(module, f"{n}_l0", None) for n in _NAMES]
     return VolterraRecurrence(mode, *weights, nonlinearity=act)
-
-
-# ----------------------------------------------------------------------------- verification suite
-_REFS = {"rnn": R.rnn_ref, "gru": R.gru_ref, "lstm": R.lstm_ref}
-
-
-def draw_case(rng, mode, max_T=7, bias=None, state=None):
-    """A random configuration: dict of named float64 arrays (x, h0, [c0], weights, [biases]) + sizes."""
-    B, T, I, H = (int(rng.integers(1, m + 1)) for m in (3, max_T, 4, 4))
-    G = GATES[mode]
-    case = {"x": rng.standard_normal((B, T, I)),
-            "weight_ih": rng.standard_normal((G * H, I)) * 0.6,
-            "weight_hh": rng.standard_normal((G * H, H)) * 0.6}
-    if (rng.random() < 0.5) if bias is None else bias:
-        case["bias_ih"], case["bias_hh"] = rng.standard_normal(G * H) * 0.5, rng.standard_normal(G * H) * 0.5
-    if (rng.random() < 0.5) if state is None else state:
-        case["h0"] = rng.standard_normal((1, B, H))
-        if mode == "lstm":
-            case["c0"] = rng.standard_normal((1, B, H))
-    return case
-
-
-def _hx(mode, a):
-    if mode == "lstm":
-        return (a["h0"], a["c0"]) if "h0" in a else None
-    return a.get("h0")
-
-
-def flat_itnet(mode, a, nonlinearity="tanh", method="substitution"):
-    """ITNet output and final states joined along time: (B, T + 1 [+ 1], H)."""
-    layer = VolterraRecurrence(mode, *(a.get(n) for n in _NAMES), nonlinearity=nonlinearity)
-    out, states = layer(a["x"], _hx(mode, a), method=method)
-    states = states if mode == "lstm" else (states,)
-    return ops.concatenate([out] + [ops.transpose(s, axes=(1, 0, 2)) for s in states], axis=1)
-
-
-def flat_reference(mode, a, nonlinearity="tanh"):
-    """The same from proofs.reference."""
-    kw = {"nonlinearity": nonlinearity} if mode == "rnn" else {}
-    out, states = _REFS[mode](a["x"], _hx(mode, a), *(a.get(n) for n in _NAMES), **kw)
-    states = states if mode == "lstm" else (states,)
-    return np.concatenate([out] + [s.transpose(1, 0, 2) for s in states], axis=1)
-
-
-def _check(rng, mode, method="substitution"):
-    act = str(rng.choice(["tanh", "relu"])) if mode == "rnn" else "tanh"
-    a = draw_case(rng, mode)
-    names = list(a)
-    fwd = max_abs(flat_itnet(mode, a, act, method), flat_reference(mode, a, act))
-    grad = directional_gradient_error(
-        lambda *v: flat_itnet(mode, dict(zip(names, v)), act, method),
-        lambda *v: flat_reference(mode, dict(zip(names, v)), act), [a[n] for n in names], rng)
-    return Measurement(forward=fwd, gradient=grad)
-
-
-@reduction("Elman RNN (Volterra)", tolerance=1e-10, grad_tolerance=1e-6)
-def _verify_rnn(rng):
-    """torch RNN (tanh/relu) == Volterra solve with the lag-1 shift, forward substitution."""
-    return _check(rng, "rnn")
-
-
-@reduction("GRU (Volterra)", tolerance=1e-10, grad_tolerance=1e-6)
-def _verify_gru(rng):
-    """torch GRU == Volterra solve with the lag-1 shift, forward substitution."""
-    return _check(rng, "gru")
-
-
-@reduction("LSTM (Volterra)", tolerance=1e-10, grad_tolerance=1e-6)
-def _verify_lstm(rng):
-    """torch LSTM == Volterra solve of the pair (h, c), forward substitution."""
-    return _check(rng, "lstm")
-
-
-@reduction("GRU (Picard, T iterations)", tolerance=1e-10, grad_tolerance=1e-6)
-def _verify_gru_picard(rng):
-    """torch GRU == T Picard sweeps of the Volterra equation from zero."""
-    return _check(rng, "gru", method="picard")
-
-
-@reduction("Picard prefix-exactness", tolerance=1e-12)
-def _verify_picard_prefix(rng):
-    """After k Picard sweeps the first k positions equal forward substitution (RNN/GRU/LSTM)."""
-    mode = str(rng.choice(list(GATES)))
-    a = draw_case(rng, mode)
-    layer = VolterraRecurrence(mode, *(a.get(n) for n in _NAMES))
-    exact = layer.solve(a["x"], _hx(mode, a)).data
-    _, iterates = layer.solve(a["x"], _hx(mode, a), method="picard", return_iterates=True)
-    return Measurement(forward=max(max_abs(y.data[:, :k], exact[:, :k]) for k, y in enumerate(iterates, 1)))

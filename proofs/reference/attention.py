@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-__all__ = ["alibi_bias", "alibi_slopes", "mha_ref", "sdpa_ref", "t5_relative_bucket"]
+__all__ = ["alibi_bias", "alibi_slopes", "mha_ref", "sdpa_ref", "t5_bias", "t5_relative_bucket"]
 
 
 def _softmax_rows_zero_if_empty(scores):
@@ -205,3 +205,11 @@ def t5_relative_bucket(relative_position, bidirectional=True, num_buckets=32, ma
     scaled = np.log(ratio) / np.float32(math.log(max_distance / max_exact)) * np.float32(num_buckets - max_exact)
     large = np.minimum(max_exact + scaled.astype(np.int64), num_buckets - 1)
     return (offset + np.where(r < max_exact, r, large)).astype(np.int64)
+
+
+def t5_bias(table, L, S, bidirectional=True, num_buckets=32, max_distance=128):
+    """T5's additive score bias (H, L, S): bias[h, i, j] = table[h, bucket(j - i)] for queries i < L and
+    keys j < S, with :func:`t5_relative_bucket` (key minus query, as HF / Mesh-TF). table (H, num_buckets)."""
+    rel = np.arange(S)[None, :] - np.arange(L)[:, None]
+    buckets = t5_relative_bucket(rel, bidirectional, num_buckets, max_distance)
+    return np.asarray(table, dtype=np.float64)[:, buckets]

@@ -2,13 +2,13 @@
 
 Sources:
 - Gu & Dao 2023, "Mamba"; semantics of ``selective_scan_ref`` in state-spaces/mamba
-  (mamba_ssm/ops/selective_scan_interface.py), summarised in theory.md §11:
+  (mamba_ssm/ops/selective_scan_interface.py), summarised in docs/theory.md §9:
       delta <- softplus(delta + delta_bias)  (if requested)
       deltaA[b,d,l,n]   = exp(delta[b,d,l] * A[d,n])            (ZOH for A)
       deltaB_u[b,d,l,n] = delta[b,d,l] * B[b,n,l] * u[b,d,l]     (Euler for B; mamba issue #114)
       x_l = deltaA_l * x_{l-1} + deltaB_u_l,   y_l = sum_n x_l[n] C[b,n,l]
       out = y + u * D,   then out * silu(z)
-- Dao & Gu 2024, "Transformers are SSMs" (Mamba-2); ``ssd_minimal.py`` semantics, theory.md §12:
+- Dao & Gu 2024, "Transformers are SSMs" (Mamba-2); ``ssd_minimal.py`` semantics, docs/theory.md §10:
       Y = (L o C B^T) X,   L[t, s] = exp(sum_{r=s+1}^{t} A_r) for t >= s, 0 otherwise.
 """
 import numpy as np
@@ -108,7 +108,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
 
 def selective_scan_kernel_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """The same map in closed (kernel) form, theory.md §11, as an explicit double loop over (t, s):
+    """The same map in closed (kernel) form, docs/theory.md §9, as an explicit double loop over (t, s):
 
         y[b,d,t] = sum_{s<=t} [ sum_n C_t[n] B_s[n] exp(A[d,n] * sum_{r=s+1}^{t} delta[b,d,r]) ]
                               * delta[b,d,s] * u[b,d,s]  +  D[d] u[b,d,t]

@@ -2,7 +2,7 @@
 
 Sources: Gu, Gupta, Goel & Ré 2022, "On the Parameterization and Initialization of Diagonal State Space
 Models" (S4D; state-spaces/s4 ``models/s4/s4d.py``); Gu, Goel & Ré 2022 (S4) and The Annotated S4 for
-the bilinear rule; theory.md §10. Per channel h (independent), with diagonal A:
+the bilinear rule; docs/theory.md §8. Per channel h (independent), with diagonal A:
 
     x_k = Abar x_{k-1} + Bbar u_k,   y_k = Re(C x_k) + D u_k,   x_{-1} = 0
     => y_k = sum_{j<=k} K_{k-j} u_j + D u_k,   K_l = Re(C Abar^l Bbar)

@@ -301,7 +301,7 @@ def test_t5_bias_matches_reference_buckets(H, L, S, config, with_mask, seed):
         return layer(q, k, v, attn_mask=mask)
 
     def ref(q, k, v, table):
-        bias = A.t5_bias_ref(table, L, S, bidirectional, nb, md)
+        bias = R.t5_bias(table, L, S, bidirectional, nb, md)
         return R.sdpa_ref(q, k, v, attn_mask=bias if mask is None else np.where(mask, bias, -np.inf), scale=1.0)
     close(itnet(q, k, v, table), ref(q, k, v, table))
     grad_check(itnet, ref, [q, k, v, table], seed)
@@ -314,7 +314,7 @@ def test_t5_bias_long_sequences_reach_the_log_buckets():
     table = rng.standard_normal((2, 32))
     for bidirectional in (True, False):
         layer = A.sdpa_as_itnet(2, 2, position_bias="t5", table=table, bidirectional=bidirectional)
-        close(layer(q, k, v), R.sdpa_ref(q, k, v, attn_mask=A.t5_bias_ref(table, L, S, bidirectional, 32, 128)))
+        close(layer(q, k, v), R.sdpa_ref(q, k, v, attn_mask=R.t5_bias(table, L, S, bidirectional, 32, 128)))
 
 
 def test_t5_bucket_boundaries_follow_the_float32_reference():

@@ -20,21 +20,6 @@ from itnet_np.transform import DotProductKernel, IntegralTransform, LowRankKerne
 NAMES = ("q_weight", "k_weight", "v_weight", "out_weight", "q_bias", "k_bias", "v_bias", "out_bias")
 
 
-def heads(y, H):
-    """(B, L, H d) -> (B, H, L, d)."""
-    return np.moveaxis(y.reshape(y.shape[:2] + (H, -1)), 2, 1)
-
-
-def conventional(x, w, H, attention):
-    """Project with torch-layout weights, run ``attention(q, k, v)`` per head, merge, out-project."""
-    proj = {n: x @ w[n + "_weight"].T + (0 if w.get(n + "_bias") is None else w[n + "_bias"]) for n in "qkv"}
-    y = attention(heads(proj["q"], H), heads(proj["k"], H), heads(proj["v"], H))
-    y = np.moveaxis(y, 1, 2).reshape(x.shape[:2] + (-1,))
-    if w.get("out_weight") is not None:
-        y = y @ w["out_weight"].T
-    return y + (0 if w.get("out_bias") is None else w["out_bias"])
-
-
 def noncausal_ref(q, k, v, keep=None):
     """V'_i = phi(q_i) . sum_j phi(k_j) v_j^T / phi(q_i) . sum_j phi(k_j), keys with keep = False zeroed."""
     fq, fk = R.elu_plus_one(q), R.elu_plus_one(k)
@@ -64,22 +49,21 @@ def configs(draw, max_len=16):
 def test_causal_layer_equals_rnn_and_masked_quadratic_form(cfg):
     x, w, H = cfg
     y = linear_attention_as_itnet(num_heads=H, **w)(x).data
-    tol = dict(rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(y, conventional(x, w, H, R.causal_linear_attention_recurrent_ref), **tol)
-    np.testing.assert_allclose(y, conventional(x, w, H, R.causal_linear_attention_ref), **tol)
+    for form in (R.causal_linear_attention_recurrent_ref, R.causal_linear_attention_ref):
+        np.testing.assert_allclose(y, R.linear_attention_layer_ref(x, w, H, form), rtol=1e-12, atol=1e-12)
 
 
 @given(configs())
 def test_noncausal_layer_and_key_padding_mask(cfg):
     x, w, H = cfg
     layer = linear_attention_as_itnet(num_heads=H, causal=False, **w)
-    np.testing.assert_allclose(layer(x).data, conventional(x, w, H, noncausal_ref), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer(x).data, R.linear_attention_layer_ref(x, w, H, noncausal_ref),
+                               rtol=1e-12, atol=1e-12)
     keep = np.random.default_rng(0).random(x.shape[:2]) < 0.7
     keep[:, 0] = True
     mask = np.broadcast_to(keep[:, None, :], (x.shape[0], x.shape[1], x.shape[1]))
-    np.testing.assert_allclose(layer(x, mask=mask).data,
-                               conventional(x, w, H, lambda q, k, v: noncausal_ref(q, k, v, keep)),
-                               rtol=1e-12, atol=1e-12)
+    masked = R.linear_attention_layer_ref(x, w, H, lambda q, k, v: noncausal_ref(q, k, v, keep))
+    np.testing.assert_allclose(layer(x, mask=mask).data, masked, rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=10)
@@ -92,7 +76,7 @@ def test_gradients_match_reference(cfg):
         return linear_attention_as_itnet(num_heads=H, **dict(zip(names, ws)))(x)
 
     def reference(x, *ws):
-        return conventional(x, dict(zip(names, ws)), H, R.causal_linear_attention_recurrent_ref)
+        return R.linear_attention_layer_ref(x, dict(zip(names, ws)), H)
     inputs = [x] + [w[n] for n in names]
     assert_gradients_match(itnet, reference, inputs)
 
@@ -132,7 +116,7 @@ def test_eps_of_fast_transformers_is_only_approximately_equal():
     w = {"q_weight": rng.standard_normal((2, 3)), "k_weight": rng.standard_normal((2, 3)),
          "v_weight": rng.standard_normal((2, 3))}
     y = linear_attention_as_itnet(num_heads=H, **w)(x).data
-    eps_ref = conventional(x, w, H, lambda q, k, v: R.causal_linear_attention_ref(q, k, v, eps=1e-6))
+    eps_ref = R.linear_attention_layer_ref(x, w, H, lambda q, k, v: R.causal_linear_attention_ref(q, k, v, eps=1e-6))
     err = np.max(np.abs(y - eps_ref) / np.abs(y))
     assert 1e-12 < err < 1e-5
 
@@ -167,8 +151,7 @@ def test_reverse_map_of_a_plain_transform():
     w = linear_attention_weights(op)
     assert w["q_bias"] is not None and w["k_bias"] is not None
     x = rng.standard_normal((2, 5, 4))
-    np.testing.assert_allclose(conventional(x, w, 2, R.causal_linear_attention_recurrent_ref), op(x).data,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(R.linear_attention_layer_ref(x, w, 2), op(x).data, rtol=1e-12, atol=1e-12)
     with pytest.raises(ConfigError, match="LowRankKernel"):
         linear_attention_weights(IntegralTransform(4, 4, DotProductKernel(4), normalization="sum"))
     with pytest.raises(ConfigError, match="skip"):

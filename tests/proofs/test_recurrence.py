@@ -1,4 +1,4 @@
-"""Elman RNN / GRU / LSTM as causal Volterra equations (itnet_np.proofs.recurrence, theory.md §14).
+"""Elman RNN / GRU / LSTM as causal Volterra equations (itnet_np.proofs.recurrence, docs/theory.md §11).
 
 Every check compares the ITNet layer with proofs.reference (independent NumPy loops of torch's formulas),
 in float64: forward outputs and final states (<= 1e-10 abs and rel), gradients w.r.t. x, hx and all four
@@ -304,5 +304,5 @@ def test_errors():
         gru(w(2, 0, 3))
     with pytest.raises(ConfigError, match="only for method='picard'"):
         gru(x, iterations=2)
-    with pytest.raises(ConfigError, match="unknown method 'newton'"):
+    with pytest.raises(ConfigError, match=r"method must be one of \('substitution', 'picard'\), got 'newton'"):
         gru(x, method="newton")
