@@ -120,6 +120,13 @@ def test_errors_print_one_line_and_exit_code(capsys, failing_command, exc, code,
     assert "Traceback" not in err
 
 
+def test_ctrl_c_in_any_command_exits_130_without_traceback(capsys, failing_command):
+    failing_command("_test_interrupt", KeyboardInterrupt())
+    code, _, err = run(capsys, "_test_interrupt")
+    assert code == 130
+    assert err == "itnet: error: interrupted\n"
+
+
 def test_traceback_flag_reraises(failing_command):
     failing_command("_test_raise", ZeroDivisionError("boom"))
     with pytest.raises(ZeroDivisionError, match="boom"):
