@@ -290,3 +290,76 @@ def test_float32_stays_float32(name):
     assert c.dtype == np.float32
     itn.sum(c * 2.0).backward()
     assert t.grad.dtype == np.float32
+
+
+# ----- cumprod ------------------------------------------------------------------------------------------
+def _cumprod_grad_loop(x, u, ax):
+    """dx_i = sum_{k >= i} u_k prod_{j <= k, j != i} x_j along axis ``ax``, by explicit loops."""
+    xm, um = np.moveaxis(x, ax, -1), np.moveaxis(u, ax, -1)
+    out = np.zeros_like(xm)
+    n = xm.shape[-1]
+    for pos in np.ndindex(*xm.shape[:-1]):
+        for i in range(n):
+            for k in range(i, n):
+                p = 1.0
+                for j in range(k + 1):
+                    if j != i:
+                        p *= xm[pos + (j,)]
+                out[pos + (i,)] += um[pos + (k,)] * p
+    return np.moveaxis(out, -1, ax)
+
+
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=4), seed=st.integers(0, 2**31),
+       data=st.data())
+def test_cumprod_with_and_without_zeros_matches_loops(shape, seed, data):
+    nd = len(shape)
+    axis = data.draw(st.none() | st.integers(-nd, nd - 1))
+    x = _with_zeros(shape, seed, data.draw(hnp.arrays(bool, shape)))
+    t = itn.tensor(x, requires_grad=True)
+    out = itn.cumprod(t, axis=axis)
+    expect = np.cumprod(x, axis=axis)
+    assert out.shape == expect.shape
+    _close(out.data, expect)
+    u = np.random.default_rng(seed + 2).standard_normal(out.shape)
+    out.backward(u)
+    if axis is None:
+        want = _cumprod_grad_loop(x.reshape(-1), u, 0).reshape(shape)
+    else:
+        want = _cumprod_grad_loop(x, u, axis % nd)
+    _close(t.grad.data, want)
+    assert np.all(np.isfinite(t.grad.data))
+    f = lambda a: itn.cumprod(a, axis=axis)
+    assert itn.gradcheck(f, [x], seed=seed % 1000) and itn.gradgradcheck(f, [x], seed=seed % 1000)
+
+
+@pytest.mark.parametrize("zeros", [(), (0,), (2,), (1, 3), (0, 1, 2, 3)])
+def test_cumprod_second_derivatives_with_zeros(zeros):
+    # L = sum_k u_k prod_{j<=k} x_j, so d2L/dx_a dx_b = sum_{k >= max(a, b)} u_k prod_{j<=k, j != a, b} x_j
+    # for a != b and 0 on the diagonal: explicit loops, compared with the gradient of each gradient entry.
+    x = np.array([1.5, -2.0, 0.5, 3.0])
+    x[list(zeros)] = 0.0
+    u = np.array([0.3, -1.2, 0.7, 2.0])
+    n = len(x)
+    h = np.zeros((n, n))
+    for a, b in itertools.product(range(n), range(n)):
+        if a != b:
+            h[a, b] = sum(u[k] * np.prod([x[j] for j in range(k + 1) if j not in (a, b)])
+                          for k in range(max(a, b), n))
+    for a in range(n):
+        row = itn.grad(lambda z, a=a: itn.grad(lambda w: itn.sum(itn.cumprod(w) * u))(z)[a])(x)
+        np.testing.assert_allclose(row.data, h[a], rtol=1e-14, atol=1e-15)
+
+
+def test_cumprod_float32_and_zero_dim():
+    t = itn.tensor(np.array([[0.5, 0.0, 2.0], [1.5, -1.0, 0.25]], dtype=np.float32), requires_grad=True)
+    for axis in (None, 0, 1):
+        t.grad = None
+        out = itn.cumprod(t, axis=axis)
+        assert out.dtype == np.float32
+        itn.sum(out).backward()
+        assert t.grad.dtype == np.float32
+    s = itn.tensor(np.array(2.5), requires_grad=True)
+    out = itn.cumprod(s)
+    _close(out.data, np.cumprod(2.5))
+    out.backward(np.ones(1))
+    _close(s.grad.data, 1.0)

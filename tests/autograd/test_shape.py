@@ -359,3 +359,37 @@ def test_float32_stays_float32():
     assert y.dtype == np.float32
     y.sum().backward()
     assert x.grad.dtype == np.float32
+
+
+# ----- tril / triu -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["tril", "triu"])
+@given(shape=hnp.array_shapes(min_dims=2, max_dims=4, min_side=1, max_side=4), k=st.integers(-5, 5),
+       seed=st.integers(0, 2**16))
+def test_tril_triu_match_numpy_and_loops(name, shape, k, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    t = itn.tensor(x, requires_grad=True)
+    out = getattr(itn, name)(t, k=k)
+    np.testing.assert_array_equal(out.data, getattr(np, name)(x, k))
+    # out[..., i, j] = x[..., i, j] where j <= i + k (tril) / j >= i + k (triu), else 0.
+    i, j = np.indices(shape[-2:])
+    keep = (j <= i + k) if name == "tril" else (j >= i + k)
+    np.testing.assert_array_equal(out.data, np.where(keep, x, 0.0))
+    u = rng.standard_normal(shape)
+    out.backward(u)
+    np.testing.assert_array_equal(t.grad.data, np.where(keep, u, 0.0))
+    f = lambda a: getattr(itn, name)(a, k=k)
+    assert itn.gradcheck(f, [x]) and itn.gradgradcheck(f, [x])
+
+
+def test_tril_triu_errors_and_float32():
+    with pytest.raises(itn.ShapeError, match="tril: needs an array with at least 2 dimensions"):
+        itn.tril(np.ones(3))
+    with pytest.raises(itn.ConfigError, match="triu: k .* must be an int"):
+        itn.triu(np.ones((2, 2)), k=0.5)
+    t = itn.tensor(np.ones((3, 3), np.float32), requires_grad=True)
+    out = itn.triu(itn.tril(t, 1), -1)
+    assert out.dtype == np.float32
+    itn.sum(out).backward()
+    assert t.grad.dtype == np.float32
+    np.testing.assert_array_equal(t.grad.data, np.tri(3, k=1) * np.tri(3, k=1).T)

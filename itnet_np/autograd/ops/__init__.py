@@ -5,7 +5,8 @@ from .elementwise import (  # noqa: F401
     power, sign, sin, sqrt, subtract, tanh, where)
 from .index import getitem, index_put, scatter_add  # noqa: F401
 from .linalg import einsum, matmul  # noqa: F401
-from .reduce import cumsum, logsumexp, max, mean, min, prod, sum, var  # noqa: F401
+from .order import argmax, argmin, sort, topk  # noqa: F401
+from .reduce import cumprod, cumsum, logsumexp, max, mean, min, norm, prod, std, sum, var  # noqa: F401
 from .shape import (  # noqa: F401
     broadcast_to, concatenate, expand_dims, flip, pad, reshape, split, squeeze, stack, swapaxes, take,
-    take_along_axis, transpose)
+    take_along_axis, transpose, tril, triu)

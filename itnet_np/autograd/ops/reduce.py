@@ -4,8 +4,11 @@ The VJP of a reduction re-inserts the reduced axes (as length 1) and broadcasts 
 input, out the output, g = dL/d out, G = g with the reduced axes restored as length 1, n the number of
 elements reduced into each output.
 """
+import math
+
 import numpy as np
 
+from ...errors import ConfigError
 from ..backend import xp_of
 from ..primitive import primitive
 from ._util import keepdims_shape, normalize_axis, raw
@@ -152,3 +155,112 @@ def _cumsum_vjp(g, out, x, axis=None):
 
 
 cumsum = primitive(_cumsum, "cumsum").defvjp(_cumsum_vjp)
+
+
+# ----- std, norm: square roots of sums of squares, with the subgradient 0 where they vanish -----------
+def _const(value, like):
+    """``value`` as a scalar of ``like``'s dtype: a Python number would upcast a 0-d float32 array on
+    NumPy < 2 (all-scalar operations there promote float32 with a Python float to float64)."""
+    return raw(like).dtype.type(value)
+
+
+def _safe(s):
+    """s with zeros replaced by ones: a divisor used only where its numerator vanishes as well."""
+    from .elementwise import where
+    return where(raw(s) == 0, _const(1, s), s)
+
+
+def _std(x, axis=None, keepdims=False, ddof=0):
+    return xp_of(x).asarray(x.std(axis=axis, keepdims=keepdims, ddof=ddof))
+
+
+def _std_vjp(g, out, x, axis=None, keepdims=False, ddof=0):
+    """d std = G (x - mean x) / ((n - ddof) std): the derivative of sqrt(var). Where std = 0 the
+    slice is constant, x - mean x = 0 and the result is 0, the subgradient of the convex
+    ||x - mean x|| / sqrt(n - ddof) (torch gives NaN there)."""
+    c = x - mean(x, axis=axis, keepdims=True)
+    s = _safe(_expand(out, x, axis, keepdims)) * _const(_count(x, axis) - ddof, x)
+    return _expand(g, x, axis, keepdims) * c / s
+
+
+# std(x, axis=None, keepdims=False, ddof=0) = sqrt(var(x, ddof)), NumPy's std.
+std = primitive(_std, "std", save_output=True).defvjp(_std_vjp)
+
+
+def _pnorm(x, p, axis=None, keepdims=False):
+    xp = xp_of(x)
+    if p == 2:
+        return xp.sqrt(xp.asarray((x * x).sum(axis=axis, keepdims=keepdims)))
+    s = xp.asarray((xp.abs(x) ** _const(p, x)).sum(axis=axis, keepdims=keepdims))
+    return s ** _const(1 / p, x)
+
+
+def _pnorm_vjp(g, out, x, p, axis=None, keepdims=False):
+    """d ||x||_p = G sign(x) |x|^(p-1) / ||x||^(p-1)  (x / ||x|| for p = 2), 0 where ||x|| = 0."""
+    from .elementwise import abs, power, sign
+    s = _safe(_expand(out, x, axis, keepdims))
+    if p == 2:
+        return _expand(g, x, axis, keepdims) * x / s
+    q = _const(p - 1, x)
+    return _expand(g, x, axis, keepdims) * sign(x) * power(abs(x) / s, q)
+
+
+_pnorm_p = primitive(_pnorm, "norm", save_output=True).defvjp(_pnorm_vjp)
+
+
+def norm(x, ord=2, axis=None, keepdims=False):
+    """The vector p-norm of x over ``axis`` (None: all elements), torch.linalg.vector_norm's meaning.
+
+        ord = p >= 1:  (sum |x|^p)^(1/p)    (2 and 'fro' -- the Frobenius norm of a matrix is the
+                                             2-norm of its entries -- and None mean p = 2)
+        ord = inf:     max |x|,    ord = -inf: min |x|
+
+    The gradient is sign(x) |x|^(p-1) / ||x||^(p-1) (x / ||x|| for p = 2; sign(x) for p = 1; for
+    +-inf the gradient goes to the extreme entries, split evenly among ties, as torch). Where the
+    norm is 0 the gradient is 0 -- a subgradient of the convex norm -- instead of 0/0 = NaN.
+    """
+    from .elementwise import abs
+    if ord is None or (isinstance(ord, str) and ord == "fro"):
+        ord = 2
+    if isinstance(ord, (str, bool)) or not isinstance(ord, (int, float, np.number)) \
+            or not (ord >= 1 or ord == -math.inf):
+        raise ConfigError(f"norm: ord must be a number >= 1, inf, -inf, 'fro' or None, got {ord!r}")
+    if ord == math.inf:
+        return max(abs(x), axis=axis, keepdims=keepdims)
+    if ord == -math.inf:
+        return min(abs(x), axis=axis, keepdims=keepdims)
+    if ord == 1:
+        return sum(abs(x), axis=axis, keepdims=keepdims)
+    return _pnorm_p(x, p=float(ord), axis=axis, keepdims=keepdims)
+
+
+# ----- cumprod ------------------------------------------------------------------------------------------
+def _cumprod(x, axis=None):
+    return xp_of(x).cumprod(x, axis=axis)
+
+
+def _cumprod_vjp(g, out, x, axis=None):
+    """out_k = prod_{j<=k} x_j  =>  dx_i = sum_{k>=i} g_k prod_{j<=k, j!=i} x_j.
+
+    Without zeros in x this is revcumsum(g out)_i / x_i (O(n)). With zeros it is computed without
+    dividing: M[..., i, k] = prod_{j<=k, j!=i} x_j is the cumprod over k of x with x_i replaced by 1
+    (an (n, n) matrix per slice), and dx_i = sum_{k>=i} g_k M[i, k]. That is a polynomial in x
+    written with ops, so its own derivatives (second order and up) are right at zeros too.
+    """
+    from .elementwise import where
+    from .shape import expand_dims, reshape, swapaxes, triu
+    if axis is None:  # NumPy flattens: g and out are 1-D
+        return reshape(_cumprod_vjp(g, out, reshape(x, (-1,)), axis=0), x.shape)
+    ax = axis % x.ndim
+    if not (raw(x) == 0).any():
+        flip = (slice(None),) * ax + (slice(None, None, -1),)
+        return cumsum((g * out)[flip], axis=ax)[flip] / x
+    xl, gl = swapaxes(x, ax, -1), swapaxes(g, ax, -1)
+    n = xl.shape[-1]
+    z = where(np.eye(n, dtype=bool), _const(1, x), expand_dims(xl, -2))   # (..., i, j)
+    m = triu(cumprod(z, axis=-1))                                            # (..., i, k), k >= i
+    return swapaxes(sum(m * expand_dims(gl, -2), axis=-1), ax, -1)
+
+
+# cumprod(x, axis=None): NumPy's cumulative product (axis=None flattens).
+cumprod = primitive(_cumprod, "cumprod", save_output=True).defvjp(_cumprod_vjp)

@@ -312,3 +312,32 @@ def take_along_axis(x, indices, axis):
     index = tuple(idx if d == axis else xp.arange(n).reshape([n if k == d else 1 for k in range(len(shape))])
                   for d, n in enumerate(shape))
     return _getitem(x, index)
+
+
+# ----- tril, triu: keep one triangle of the last two axes ---------------------------------------
+def _triangle(x, k, op):
+    if x.ndim < 2:
+        raise ShapeError(f"{op}: needs an array with at least 2 dimensions (the last two form the "
+                         f"matrices), got shape {x.shape}")
+    return getattr(xp_of(x), op)(x, k)
+
+
+# Each keeps the entries on one side of diagonal k and zeroes the rest: a fixed mask, self-adjoint.
+_tril_p = primitive(lambda x, k=0: _triangle(x, k, "tril"), "tril").defvjp(lambda g, out, x, k=0: tril(g, k))
+_triu_p = primitive(lambda x, k=0: _triangle(x, k, "triu"), "triu").defvjp(lambda g, out, x, k=0: triu(g, k))
+
+
+def _diagonal(k, op):
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ConfigError(f"{op}: k (the diagonal offset) must be an int, got {k!r}")
+    return int(k)
+
+
+def tril(x, k=0):
+    """The lower triangle of the last two axes: out[..., i, j] = x[..., i, j] if j <= i + k, else 0."""
+    return _tril_p(x, k=_diagonal(k, "tril"))
+
+
+def triu(x, k=0):
+    """The upper triangle of the last two axes: out[..., i, j] = x[..., i, j] if j >= i + k, else 0."""
+    return _triu_p(x, k=_diagonal(k, "triu"))
