@@ -10,21 +10,19 @@ in a deterministic order: a module's own parameters in assignment order, then ea
 first. ``state_dict()`` copies them out (name -> array) and ``load_state_dict()`` copies them back
 after checking names, shapes and dtypes, all-or-nothing.
 
-``functional_call(module, overrides, *args)`` runs a module with some parameters replaced by given
-Tensors for that one call (torch.func.functional_call; ``override_parameters`` is the same as a
-context manager): the way to build a layer whose parameters are *derived* from other weights (the
-proofs map conventional weights onto an IntegralTransform's maps this way), so that backward
-reaches the Tensors they were derived from.
+Forward hooks (``register_forward_pre_hook``, ``register_forward_hook``) see or replace a
+module's inputs and output on every call. A module pickles (its hooks too, if they pickle).
+``functional_call`` / ``override_parameters`` (in :mod:`.overrides`, re-exported here) run a
+module with some parameters replaced for one call.
 """
-import contextlib
+import itertools
 from collections import namedtuple
-from collections.abc import Mapping
 
 import numpy as np
 
 from ..autograd import backend
 from ..autograd.tensor import Tensor
-from ..errors import CheckpointError, ConfigError, DeviceError, DTypeError, ShapeError, describe
+from ..errors import CheckpointError, ConfigError, describe
 
 
 class Parameter(Tensor):
@@ -57,6 +55,8 @@ class Module:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_forward_pre_hooks", {})
+        object.__setattr__(self, "_forward_hooks", {})
         object.__setattr__(self, "training", True)
 
     # ----- registration -----------------------------------------------------------------------
@@ -284,7 +284,36 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
+        for hook in list(pre.values()) if pre else ():
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        out = self.forward(*args, **kwargs)
+        for hook in list(post.values()) if post else ():
+            result = hook(self, args, out)
+            if result is not None:
+                out = result
+        return out
+
+    def register_forward_pre_hook(self, hook):
+        """Call ``hook(module, args)`` before every forward; a non-None result replaces the
+        positional args (a tuple, or one value meaning a 1-tuple). Returns a handle: ``.remove()``."""
+        return _HookHandle(self._hooks("_forward_pre_hooks"), hook)
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, args, output)`` after every forward; a non-None result replaces the
+        output. Hooks run in registration order, also under functional_call (which calls the
+        module). Returns a handle: ``.remove()``."""
+        return _HookHandle(self._hooks("_forward_hooks"), hook)
+
+    def _hooks(self, kind):
+        hooks = self.__dict__.get(kind)
+        if hooks is None:  # a module built before hooks existed (or without super().__init__())
+            self._registry("_parameters")
+            hooks = {}
+            object.__setattr__(self, kind, hooks)
+        return hooks
 
     def extra_repr(self):
         """One line of hyper-parameters shown inside ``Name(...)``; layers override it."""
@@ -302,96 +331,28 @@ class Module:
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
 
 
-# ----- running a module with given parameters -----------------------------------------------------
-def _parameter_slots(module):
-    """dotted name -> (owner, attribute) for every registered parameter slot, empty (None) slots
-    and every name of a tied parameter included (so each name a user may know is valid)."""
-    slots = {}
-    for mname, owner in module.named_modules():
-        for attr in owner._parameters:
-            slots[f"{mname}.{attr}" if mname else attr] = (owner, attr)
-    return slots
+class _HookHandle:
+    """Returned by register_*_hook: ``remove()`` unregisters the hook (twice is harmless); also a
+    context manager that removes it on exit."""
+
+    _next_id = itertools.count()
+
+    def __init__(self, hooks, hook):
+        if not callable(hook):
+            raise ConfigError(f"a hook must be callable, got {type(hook).__name__}")
+        self.hooks, self.id = hooks, next(self._next_id)
+        hooks[self.id] = hook
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
 
 
-def _override_value(name, value, current, caller):
-    """``value`` as a Tensor checked against the slot's current Parameter (None: any value)."""
-    if not isinstance(value, Tensor):
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            value = np.asarray(value)
-        value = Tensor(value)
-    if current is None:
-        return value
-    if tuple(value.shape) != tuple(current.shape):
-        raise ShapeError(f"{caller}: override '{name}' has shape {tuple(value.shape)}, the "
-                         f"parameter has shape {tuple(current.shape)}")
-    if value.dtype != current.dtype:
-        raise DTypeError(f"{caller}: override '{name}' is {value.dtype}, the parameter is "
-                         f"{current.dtype} (convert explicitly; nothing is cast silently)")
-    if value.device != current.device:
-        raise DeviceError(f"{caller}: override '{name}' lives on {value.device}, the parameter "
-                          f"on {current.device}")
-    return value
-
-
-def override_parameters(module, overrides):
-    """Context manager behind :func:`functional_call`: inside the ``with`` block the parameters named in
-    ``overrides`` are replaced (same rules and errors as functional_call), so that any method can run
-    with them (``with override_parameters(op, maps): A = op.kernel_matrix(x)``); restored on exit,
-    also when the block raises."""
-    return _overridden(module, overrides, "override_parameters")
-
-
-@contextlib.contextmanager
-def _overridden(module, overrides, caller):
-    if not isinstance(module, Module):
-        raise ConfigError(f"{caller}: expected a Module, got {type(module).__name__}")
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"{caller}: overrides must be a mapping of parameter name -> Tensor, "
-                          f"got {type(overrides).__name__}")
-    slots = _parameter_slots(module)
-    unknown = [name for name in overrides if name not in slots]
-    if unknown:
-        raise ConfigError(f"{caller}: {type(module).__name__} has no parameter "
-                          f"{', '.join(repr(n) for n in unknown)}; valid names: "
-                          f"{', '.join(slots) or '(none)'}")
-    holders = {}                                     # id(Parameter) -> every slot holding it (ties)
-    for owner, attr in slots.values():
-        p = owner._parameters[attr]
-        if p is not None:
-            holders.setdefault(id(p), []).append((owner, attr))
-    planned = {}                                     # (id(owner), attr) -> (owner, attr, Tensor, given, name)
-    for name, value in overrides.items():
-        owner, attr = slots[name]
-        current = owner._parameters[attr]
-        tensor = _override_value(name, value, current, caller)
-        for slot in (holders[id(current)] if current is not None else [(owner, attr)]):
-            key = (id(slot[0]), slot[1])
-            if key in planned and planned[key][3] is not value:
-                raise ConfigError(f"{caller}: '{name}' and '{planned[key][4]}' name the same "
-                                  "(tied) parameter but were given different values")
-            planned.setdefault(key, (slot[0], slot[1], tensor, value, name))
-    originals = [(owner, attr, owner._parameters[attr]) for owner, attr, *_ in planned.values()]
-    try:
-        for owner, attr, tensor, *_ in planned.values():
-            owner._parameters[attr] = tensor
-        yield module
-    finally:
-        for owner, attr, original in originals:
-            owner._parameters[attr] = original
-
-
-def functional_call(module, overrides, *args, **kwargs):
-    """``module(*args, **kwargs)`` with the parameters named in ``overrides`` replaced for this call.
-
-    overrides: {dotted parameter name (as ``named_parameters`` lists it): Tensor or array}. A Tensor
-    is used as given, so gradients of the result flow into it (and to whatever it was computed
-    from); an array becomes a constant Tensor. An override must have the parameter's shape, dtype
-    and device (ShapeError, DTypeError, DeviceError); an empty slot (a parameter set to None, e.g. a
-    template whose maps are always supplied) takes any value. A parameter held by several modules
-    (tied) is replaced everywhere it appears. Unknown names raise ConfigError listing the valid ones.
-    The original parameters are put back when the call returns or raises; the module's own
-    Parameters receive no gradient from this call for the replaced slots. To run another method
-    than forward, use the context manager :func:`override_parameters`.
-    """
-    with _overridden(module, overrides, "functional_call"):
-        return module(*args, **kwargs)
+# functional_call and override_parameters lived here first; imported from this module by many callers.
+from .overrides import functional_call, override_parameters  # noqa: F401

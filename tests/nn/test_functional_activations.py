@@ -1,4 +1,4 @@
-"""relu, sigmoid, silu, softplus, gelu, erf: forward against SciPy / explicit formulas, derivatives
+"""relu, leaky_relu, elu, sigmoid, silu, softplus, gelu, erf: forward against SciPy / explicit formulas, derivatives
 against the closed forms, gradcheck and gradgradcheck, overflow-free extremes, errors."""
 import math
 
@@ -41,6 +41,10 @@ FORWARD = {
     "gelu": (F.gelu, lambda x: x * sp.ndtr(x)),
     "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), _gelu_tanh_ref),
     "erf": (F.erf, sp.erf),
+    "leaky_relu": (F.leaky_relu, lambda x: np.where(x > 0, x, 0.01 * x)),
+    "leaky_relu_slope": (lambda x: F.leaky_relu(x, 0.2), lambda x: np.where(x > 0, x, 0.2 * x)),
+    "elu": (F.elu, lambda x: np.where(x > 0, x, np.expm1(x))),
+    "elu_alpha": (lambda x: F.elu(x, alpha=1.7), lambda x: np.where(x > 0, x, 1.7 * np.expm1(x))),
 }
 
 # Derivatives in closed form, written from calculus, not from the implementation.
@@ -52,6 +56,8 @@ DERIVATIVE = {
                       lambda x: np.where(2.5 * x > 3.0, 1.0, sp.expit(2.5 * x))),
     "gelu": (F.gelu, lambda x: sp.ndtr(x) + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)),
     "erf": (F.erf, lambda x: 2 / math.sqrt(math.pi) * np.exp(-x * x)),
+    "leaky_relu_slope": (lambda x: F.leaky_relu(x, 0.2), lambda x: np.where(x > 0, 1.0, 0.2)),
+    "elu_alpha": (lambda x: F.elu(x, alpha=1.7), lambda x: np.where(x > 0, 1.0, 1.7 * np.exp(x))),
 }
 
 
@@ -102,7 +108,7 @@ def test_softplus_threshold_semantics():
     np.testing.assert_array_equal(_grad(F.softplus, x)[4:], [1.0, 1.0])
 
 
-@pytest.mark.parametrize("f", [F.sigmoid, F.silu, F.softplus, F.gelu, F.relu,
+@pytest.mark.parametrize("f", [F.sigmoid, F.silu, F.softplus, F.gelu, F.relu, F.elu, F.leaky_relu,
                                lambda x: F.gelu(x, approximate="tanh")])
 def test_extremes_do_not_overflow(f):
     x = np.array([-1e4, -800.0, -50.0, 0.0, 50.0, 800.0, 1e4])
@@ -118,7 +124,7 @@ def test_sigmoid_saturates_exactly():
     assert F.sigmoid(np.array([-745.0]))[0] > 0  # expit is still representable there
 
 
-@pytest.mark.parametrize("f", [F.relu, F.sigmoid, F.silu, F.softplus, F.gelu, F.erf,
+@pytest.mark.parametrize("f", [F.relu, F.sigmoid, F.silu, F.softplus, F.gelu, F.erf, F.elu, F.leaky_relu,
                                lambda x: F.gelu(x, approximate="tanh")])
 def test_float32_stays_float32(f):
     x = itn.tensor(np.linspace(-3, 3, 7, dtype=np.float32), requires_grad=True)
@@ -128,6 +134,22 @@ def test_float32_stays_float32(f):
     assert x.grad.dtype == np.float32
 
 
+@pytest.mark.parametrize("f", [lambda x: F.elu(x, alpha=0.5), lambda x: F.leaky_relu(x, 0.3), F.softplus])
+def test_zero_dim_float32_stays_float32(f):
+    # NumPy < 2 promotes a 0-d float32 array with a Python float to float64 (the constants inside).
+    for value in (-1.5, 2.0):
+        x = itn.tensor(np.array(value, np.float32), requires_grad=True)
+        y = f(x)
+        y.backward()
+        assert y.dtype == x.grad.dtype == np.float32
+
+
+def test_leaky_relu_and_elu_gradient_at_zero_follow_torch():
+    # torch uses the x <= 0 branch at 0: negative_slope for leaky_relu, alpha for elu.
+    np.testing.assert_array_equal(_grad(lambda t: F.leaky_relu(t, 0.2), np.zeros(2)), [0.2, 0.2])
+    np.testing.assert_array_equal(_grad(lambda t: F.elu(t, alpha=1.7), np.zeros(2)), [1.7, 1.7])
+
+
 def test_torch_cross_check():
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(2).standard_normal(50) * 8
@@ -135,7 +157,8 @@ def test_torch_cross_check():
     tf = torch.nn.functional
     pairs = [(F.relu(x), tf.relu(tx)), (F.sigmoid(x), torch.sigmoid(tx)), (F.silu(x), tf.silu(tx)),
              (F.softplus(x, beta=0.7, threshold=4.0), tf.softplus(tx, beta=0.7, threshold=4.0)),
-             (F.gelu(x), tf.gelu(tx)), (F.gelu(x, approximate="tanh"), tf.gelu(tx, approximate="tanh"))]
+             (F.gelu(x), tf.gelu(tx)), (F.gelu(x, approximate="tanh"), tf.gelu(tx, approximate="tanh")),
+             (F.leaky_relu(x, 0.2), tf.leaky_relu(tx, 0.2)), (F.elu(x, 1.7), tf.elu(tx, 1.7))]
     for ours, theirs in pairs:
         np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-12, atol=1e-14)
 
@@ -145,3 +168,7 @@ def test_errors():
         F.gelu(np.ones(2), approximate="fast")
     with pytest.raises(ConfigError, match="beta"):
         F.softplus(np.ones(2), beta=0)
+    with pytest.raises(ConfigError, match="leaky_relu: negative_slope must be a number"):
+        F.leaky_relu(np.ones(2), negative_slope="0.1")
+    with pytest.raises(ConfigError, match="elu: alpha must be a number"):
+        F.elu(np.ones(2), alpha=None)

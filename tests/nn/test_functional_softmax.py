@@ -91,3 +91,16 @@ def test_errors():
         F.softmax(np.ones((2, 3)), axis=2)
     with pytest.raises(TypeError, match="axis must be an int"):
         F.log_softmax(np.ones((2, 3)), axis=(0, 1))
+
+
+@pytest.mark.parametrize("f", [F.softmax, F.log_softmax])
+@pytest.mark.parametrize("shape,axis", [((2, 0), 1), ((0, 3), 0), ((0, 3), 1), ((0,), 0), ((2, 0, 3), -2)])
+def test_empty_input_gives_an_empty_result(f, shape, axis):
+    # torch: softmax over an axis of length 0 (or of an empty batch) is an empty tensor of x's shape;
+    # NumPy's max over the empty axis used to raise "zero-size array to reduction operation".
+    x = itn.tensor(np.zeros(shape), requires_grad=True)
+    y = f(x, axis=axis)
+    assert y.shape == shape and y.dtype == np.float64
+    itn.sum(y).backward()
+    assert x.grad.shape == shape
+    assert f(np.zeros(shape, np.float32), axis=axis).dtype == np.float32

@@ -4,6 +4,7 @@ Notation: x input, out output, g = dL/d out; s(x) = 1 / (1 + exp(-x)) is the log
 Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal cdf and pdf.
 """
 import math
+import numbers
 
 from ...autograd.backend import is_cupy, xp_of
 from ...autograd.ops import exp, tanh, where
@@ -16,6 +17,11 @@ from ...errors import ConfigError
 def _mask(condition, x):
     """A 0/1 mask in x's dtype: a constant inside a VJP."""
     return condition.astype(raw(x).dtype)
+
+
+def _scalar(value, x):
+    """``value`` in x's dtype: a Python float would upcast a 0-d float32 array on NumPy < 2."""
+    return raw(x).dtype.type(value)
 
 
 # relu(x) = max(x, 0);  d relu = 1[x > 0] dx  (torch's choice: 0 at x = 0)
@@ -32,7 +38,8 @@ def _sigmoid(x):
     # exp(-|x|) never overflows; the two branches are the same function written for x >= 0 and x < 0.
     xp = xp_of(x)
     e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    one = _scalar(1, x)  # not a Python 1: NumPy < 2 would make a 0-d float32 x float64
+    return xp.where(x >= 0, one / (one + e), e / (one + e))
 
 
 # d s(x) = s (1 - s) dx
@@ -60,16 +67,17 @@ def silu(x):
 
 def _softplus(x, beta=1.0, threshold=20.0):
     xp = xp_of(x)
+    beta = x.dtype.type(beta)  # a Python float would upcast a 0-d float32 x on NumPy < 2
     bx = x * beta
     # log(1 + e^t) = max(t, 0) + log1p(e^-|t|): no overflow for large t, no cancellation for small.
-    smooth = (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
+    smooth = (xp.maximum(bx, x.dtype.type(0)) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
     return xp.where(bx > threshold, x, smooth)
 
 
 # d softplus = s(beta x) dx below the threshold, dx above it (where torch returns x itself).
 softplus_p = primitive(_softplus, "softplus").defvjp(
     lambda g, out, x, beta=1.0, threshold=20.0:
-        where(raw(x) * beta > threshold, g, g * sigmoid_p(x * beta)))
+        where(raw(x) * beta > threshold, g, g * sigmoid_p(x * _scalar(beta, x))))
 
 
 def softplus(x, beta=1.0, threshold=20.0):
@@ -162,3 +170,38 @@ def gelu(x, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise ConfigError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     return gelu_p(x, approximate=approximate)
+
+
+def _leaky_relu(x, negative_slope=0.01):
+    return xp_of(x).where(x > 0, x, x * _scalar(negative_slope, x))
+
+
+# d leaky_relu = 1 (x > 0), negative_slope (x <= 0: torch's value at 0) -- a constant mask.
+leaky_relu_p = primitive(_leaky_relu, "leaky_relu").defvjp(
+    lambda g, out, x, negative_slope=0.01:
+        g * xp_of(raw(x)).where(raw(x) > 0, _scalar(1, x), _scalar(negative_slope, x)))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """leaky_relu(x) = x for x > 0, negative_slope * x otherwise (torch; gradient negative_slope at 0)."""
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+        raise ConfigError(f"leaky_relu: negative_slope must be a number, got {negative_slope!r}")
+    return leaky_relu_p(x, negative_slope=float(negative_slope))
+
+
+def _elu(x, alpha=1.0):
+    xp = xp_of(x)
+    return xp.where(x > 0, x, _scalar(alpha, x) * xp.expm1(xp.minimum(x, _scalar(0, x))))
+
+
+# d elu = 1 (x > 0), alpha e^x = out + alpha (x <= 0, torch's value at 0 is alpha); the saved
+# output keeps it differentiable again without an exp that could overflow in the unused branch.
+elu_p = primitive(_elu, "elu", save_output=True).defvjp(
+    lambda g, out, x, alpha=1.0: where(raw(x) > 0, g, g * (out + _scalar(alpha, x))))
+
+
+def elu(x, alpha=1.0):
+    """elu(x) = x for x > 0, alpha (exp(x) - 1) otherwise (torch; gradient alpha at 0)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise ConfigError(f"elu: alpha must be a number, got {alpha!r}")
+    return elu_p(x, alpha=float(alpha))

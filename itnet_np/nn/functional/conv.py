@@ -25,7 +25,8 @@ from ...autograd.backend import is_cupy, xp_of
 from ...autograd.ops import index_put, matmul, reshape
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
-from ...errors import ConfigError, DTypeError, ShapeError
+from ...errors import ConfigError, ShapeError
+from ._args import array_of, check_dtypes, ints
 
 # ----- the two adjoint primitives -----------------------------------------------------------------
 
@@ -76,20 +77,6 @@ fold = primitive(_fold, "fold").defvjp(
 # ----- argument checks ----------------------------------------------------------------------------
 
 
-def _ints(name, arg, value, nd, minimum):
-    """``value`` (an int or a sequence of nd ints, each >= minimum) as a tuple of nd ints."""
-    items = (value,) * nd if isinstance(value, numbers.Integral) else value
-    try:
-        items = tuple(items)
-    except TypeError:
-        items = None
-    if (items is None or len(items) != nd or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                                                 or v < minimum for v in items)):
-        raise ConfigError(f"{name}: {arg} must be an int >= {minimum} or a tuple of {nd} such ints, "
-                          f"got {value!r}")
-    return tuple(int(v) for v in items)
-
-
 def _paddings(name, padding, nd, kernel, stride, dilation):
     """Per-axis (low, high) zero padding from an int, a tuple, 'valid' or 'same'."""
     if isinstance(padding, str):
@@ -104,16 +91,7 @@ def _paddings(name, padding, nd, kernel, stride, dilation):
             return tuple((t // 2, t - t // 2) for t in totals)
         raise ConfigError(f"{name}: padding must be an int, a tuple of {nd} ints, 'same' or 'valid', "
                           f"got {padding!r}")
-    return tuple((p, p) for p in _ints(name, "padding", padding, nd, 0))
-
-
-def _check_dtypes(name, **arrays):
-    """Floating inputs must share one dtype (itnet-np never upcasts); say which ones differ."""
-    kinds = {k: raw(v).dtype for k, v in arrays.items() if v is not None and hasattr(raw(v), "dtype")}
-    if len(set(kinds.values())) > 1:
-        raise DTypeError(f"{name}: inputs must share one dtype, got "
-                         + ", ".join(f"{k} {d}" for k, d in kinds.items())
-                         + "; convert explicitly with .astype(...)")
+    return tuple((p, p) for p in ints(name, "padding", padding, nd, 0))
 
 
 def _check_shapes(name, nd, xs, ws, bias, groups):
@@ -145,12 +123,12 @@ def _check_shapes(name, nd, xs, ws, bias, groups):
 
 
 def _conv(name, nd, x, weight, bias, stride, padding, dilation, groups):
-    xs, ws = tuple(raw(x).shape), tuple(raw(weight).shape)
+    xs, ws = tuple(array_of(name, x).shape), tuple(array_of(name, weight, "weight").shape)
     _check_shapes(name, nd, xs, ws, bias, groups)
-    _check_dtypes(name, input=x, weight=weight, bias=bias)
+    check_dtypes(name, input=x, weight=weight, bias=bias)
     kernel = ws[2:]
-    stride = _ints(name, "stride", stride, nd, 1)
-    dilation = _ints(name, "dilation", dilation, nd, 1)
+    stride = ints(name, "stride", stride, nd, 1)
+    dilation = ints(name, "dilation", dilation, nd, 1)
     pads = _paddings(name, padding, nd, kernel, stride, dilation)
     unbatched = len(xs) == nd + 1
     if unbatched:

@@ -6,12 +6,13 @@ are single 2-D matrix products (dW = g^T x sums over every leading position in o
 from ...autograd.ops import matmul, reshape, transpose
 from ...autograd.ops._util import raw
 from ...errors import ShapeError
+from ._args import array_of
 
 
 def linear(x, weight, bias=None):
     """y = x @ weight.T + bias.  x: (..., in), weight: (out, in), bias: (out,) or None -> (..., out)."""
-    w = raw(weight)
-    xs = tuple(raw(x).shape)
+    w = array_of("linear", weight, "weight")
+    xs = tuple(array_of("linear", x).shape)
     if w.ndim != 2:
         raise ShapeError(f"linear: weight must be (out_features, in_features), got shape {tuple(w.shape)}")
     if len(xs) == 0 or xs[-1] != w.shape[1]:

@@ -1,4 +1,7 @@
-"""layer_norm: one normalising primitive plus an elementwise affine map.
+"""layer_norm, batch_norm, group_norm: one normalising primitive plus an elementwise affine map.
+
+The three differ only in the axes they normalise over: layer_norm the trailing normalized_shape,
+batch_norm every axis but the channels, group_norm each group of channels within a sample.
 
 Over the last k = len(normalized_shape) axes (n elements), with mu and v the mean and the biased
 variance there,
@@ -12,11 +15,14 @@ VJP of the normalisation (g = dL/dy, means over the same axes):
 which holds exactly with eps > 0. It is written with ops on the saved output y and on r
 recomputed from x with ops, so it differentiates again.
 """
+import numbers
+
 from ...autograd.backend import xp_of
-from ...autograd.ops import mean, sqrt
+from ...autograd.ops import mean, reshape, sqrt
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
-from ...errors import ConfigError, ShapeError
+from ...errors import ConfigError, DTypeError, ShapeError
+from ._args import array_of, positive
 
 
 def _normalize(x, axis, eps):
@@ -41,7 +47,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     torch.nn.functional.layer_norm (biased variance, eps inside the square root).
     """
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    xs = tuple(raw(x).shape)
+    xs = tuple(array_of("layer_norm", x).shape)
     k = len(shape)
     if k == 0 or k > len(xs) or xs[len(xs) - k:] != shape:
         raise ShapeError(
@@ -59,3 +65,99 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if bias is not None:
         y = y + bias
     return y
+
+
+# ----- batch_norm, group_norm: the same normalisation over other axes ----------------------------------
+def _per_channel(name, arg, p, channels, dtype):
+    """A (C,) parameter or statistic: None, or an array / Tensor of shape (C,) and x's dtype."""
+    if p is None:
+        return None
+    d = array_of(name, p, arg)
+    if tuple(d.shape) != (channels,):
+        raise ShapeError(f"{name}: {arg} has shape {tuple(d.shape)}, expected ({channels},) (one per channel)")
+    if d.dtype != dtype:
+        raise DTypeError(f"{name}: {arg} is {d.dtype} but the input is {dtype}; convert explicitly")
+    return p
+
+
+def _affine(y, weight, bias, ndim):
+    """y * weight + bias with (C,) weight and bias broadcast over (N, C, *)."""
+    if weight is not None:
+        y = y * reshape(weight, (-1,) + (1,) * (ndim - 2))
+    if bias is not None:
+        y = y + reshape(bias, (-1,) + (1,) * (ndim - 2))
+    return y
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5):
+    """Batch normalisation of x (N, C, *) per channel c, torch.nn.functional.batch_norm.
+
+    training: y = (x - mu_c) / sqrt(v_c + eps) with the batch mean mu_c and biased variance v_c over
+    (N, *) -- layer_norm's normalisation over those axes -- and, when running statistics are given,
+    they are updated in place (no gradient) with the unbiased variance, as torch:
+
+        running_mean <- (1 - momentum) running_mean + momentum mu
+        running_var  <- (1 - momentum) running_var  + momentum v n / (n - 1),   n = N * prod(*).
+
+    eval (training=False): y = (x - running_mean) / sqrt(running_var + eps), constants. Then
+    out = y * weight + bias; weight, bias, running_mean, running_var are (C,) arrays or None.
+    """
+    name = "batch_norm"
+    d = array_of(name, x)
+    if d.ndim < 2:
+        raise ShapeError(f"{name}: input must be (N, C, *), got shape {tuple(d.shape)}")
+    channels, ndim = d.shape[1], d.ndim
+    eps = positive(name, "eps", eps)
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+        raise ConfigError(f"{name}: momentum must be a number in [0, 1], got {momentum!r}")
+    stats = [_per_channel(name, arg, p, channels, d.dtype) for arg, p in
+             (("running_mean", running_mean), ("running_var", running_var))]
+    weight, bias = (_per_channel(name, arg, p, channels, d.dtype) for arg, p in (("weight", weight), ("bias", bias)))
+    if (stats[0] is None) != (stats[1] is None):
+        raise ConfigError(f"{name}: give both running_mean and running_var, or neither")
+    axes = (0,) + tuple(range(2, ndim))
+    keep = (1, channels) + (1,) * (ndim - 2)
+    if training:
+        n = d.size // channels if channels else 0
+        if n <= 1:
+            raise ShapeError(f"{name}: training needs more than one value per channel, got input of shape "
+                             f"{tuple(d.shape)} (batch statistics of one value are undefined)")
+        y = normalize_p(x, axis=axes, eps=eps)
+        if stats[0] is not None:
+            rm, rv = raw(stats[0]), raw(stats[1])
+            m = rm.dtype.type(momentum)
+            rm *= 1 - m
+            rm += m * d.mean(axis=axes)
+            rv *= 1 - m
+            rv += m * d.var(axis=axes, ddof=1)
+    else:
+        if stats[0] is None:
+            raise ConfigError(f"{name}: evaluation (training=False) needs running_mean and running_var")
+        xp = xp_of(d)
+        rm, rv = raw(stats[0]), raw(stats[1])
+        inv = (1 / xp.sqrt(rv + rv.dtype.type(eps))).reshape(keep)
+        y = x * inv - (rm.reshape(keep) * inv)
+    return _affine(y, weight, bias, ndim)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation, torch.nn.functional.group_norm: x (N, C, *) with C split into
+    ``num_groups`` groups of C / G consecutive channels; each (sample, group) is normalised over
+    its C / G * prod(*) values (biased variance, eps inside the root), then out = y * weight + bias
+    per channel (weight, bias: (C,) or None)."""
+    name = "group_norm"
+    d = array_of(name, x)
+    if d.ndim < 2:
+        raise ShapeError(f"{name}: input must be (N, C, *), got shape {tuple(d.shape)}")
+    channels = d.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral) or num_groups < 1 \
+            or channels % num_groups:
+        raise ConfigError(f"{name}: num_groups must be a positive int dividing the {channels} channels "
+                          f"of the input of shape {tuple(d.shape)}, got {num_groups!r}")
+    eps = positive(name, "eps", eps)
+    weight, bias = (_per_channel(name, arg, p, channels, d.dtype) for arg, p in (("weight", weight), ("bias", bias)))
+    shape = tuple(d.shape)
+    grouped = reshape(x, (shape[0], int(num_groups), d.size // max(shape[0] * num_groups, 1)))
+    y = reshape(normalize_p(grouped, axis=(2,), eps=eps), shape)
+    return _affine(y, weight, bias, d.ndim)

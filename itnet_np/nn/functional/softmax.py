@@ -29,6 +29,8 @@ def _shifted(x, axis):
 
 
 def _softmax(x, axis=-1):
+    if x.size == 0:  # an empty axis (or batch): an empty result of x's shape, as torch
+        return x.copy()
     xp = xp_of(x)
     e = xp.asarray(_shifted(x, axis))  # a fresh array, updated in place below
     xp.exp(e, out=e)
@@ -47,6 +49,8 @@ def _softmax_vjp(g, out, x, axis=-1):
 
 
 def _log_softmax(x, axis=-1):
+    if x.size == 0:
+        return x.copy()
     z = _shifted(x, axis)
     return z - xp_of(x).log(xp_of(x).exp(z).sum(axis=axis, keepdims=True))
 
