@@ -55,7 +55,7 @@ from .kernels import (  # noqa: F401
 from .normalization import NORMALIZATIONS, transform_matrix  # noqa: F401
 from .operator import IntegralTransform  # noqa: F401
 from .positions import as_positions, grid_positions, relative_offsets  # noqa: F401
-from .sdpa import scaled_dot_product_attention  # noqa: F401
 from .quadrature import QUADRATURES, LearnedQuadrature  # noqa: F401
+from .sdpa import scaled_dot_product_attention  # noqa: F401
 from .support import Support  # noqa: F401
 from .volterra import Volterra, shift_transform  # noqa: F401

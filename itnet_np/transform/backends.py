@@ -52,6 +52,9 @@ def _load_fused():
 
 
 def check_backend(name):
+    """``name`` if it is 'dense', 'auto' or a registered backend (loading the fused ones first)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"backend must be a string ('dense', 'auto' or a registered backend), got {name!r}")
     if name in ("dense", "auto"):
         return name
     _load_fused()

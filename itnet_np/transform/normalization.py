@@ -4,17 +4,30 @@ With keep_ij the support (True = j in S(i); it may differ per head), the transfo
 y_i = sum_j A_ij v_j, where
 
     'none'     A_ij = keep_ij w_j s_ij                                  (a plain quadrature sum)
-    'sum'      A_ij = keep_ij w_j s_ij / sum_l keep_il w_l s_il         (Nadaraya-Watson)
-    'softmax'  A_ij = keep_ij w_j e^{s_ij} / sum_l keep_il w_l e^{s_il} (s is a logit)
+    'sum'      A_ij = keep_ij w_j s_ij / Z_i,  Z_i = sum_l keep_il w_l s_il   (Nadaraya-Watson)
+    'softmax'  A_ij = keep_ij w_j e^{s_ij} / sum_l keep_il w_l e^{s_il} (s is a logit; needs w >= 0)
 
-'softmax' is computed as exp(s_ij + log w_j - m_i) with m_i = max_l (s_il + log w_l) over kept l,
-the stable log-sum-exp: m_i is a constant shift (softmax is invariant to it), so it is taken from the
-raw data and every derivative, of any order, is exact. Weights w_j <= 0 count as excluded there
-(log w = -inf); their derivative at exactly w = 0 is reported as 0.
+'softmax' is computed as exp(z_ij - m_i), z_ij = s_ij + log w_j, with m_i = max_l z_il over the kept
+l, the stable log-sum-exp: m_i is a constant shift (softmax is invariant to it), so it is taken from
+the raw data and every derivative, of any order, is exact. A weight w_j = 0 removes source j exactly
+as the mask does; its derivative there (the one-sided e^{s_ij - m_i}(v_j - y_i)/sum...) is
+reported as 0. Negative weights raise ConfigError (w e^s is taken in log space).
 
-Empty rows: when no source is kept (or all weights vanish) the denominator is 0; it is replaced by 1,
-so such rows give A_i = 0 and y_i = 0 (never NaN). For 'sum' the same happens for any exactly-zero
-denominator (kernel values can be negative and cancel); that is a convention, not a limit.
+No non-finite intermediate. Masked pairs never go through -inf: their exponent is replaced by 0
+before exp and their term by 0 after it (``where`` on both sides, so no gradient reaches them), so
+``detect_anomaly()`` passes on every support, weight and empty row. NaN is never hidden: a NaN
+weight or score of a kept pair propagates to the output (and raises under detect_anomaly); a
+masked pair's NaN stays out here, while fused kernels, which multiply whole tiles, may spread it
+further (0 * NaN = NaN, as in any masked attention matmul).
+
+Zero denominators (empty rows; 'sum' rows whose Z_i is exactly 0, all weights zero or values that
+cancel). The formula has no value there: y_i = N_i / Z_i has a pole on Z_i = 0 (or, when N_i = 0
+too, the 0/0 limit depends on the direction of approach: y_i(t w) = y_i(w) for every t > 0, so
+w -> 0 along different rays gives different limits). By convention such rows give A_i = 0, hence
+y_i = 0 (never NaN); a value fixed by convention is a constant, so its derivative with respect to
+everything (w, s, v) is 0, which is what ``ratio_or_zero`` computes and what every fused backend
+computes. (Replacing Z by 1 instead would differentiate the unnormalised sum N_i: a gradient of a
+function that is not the one evaluated.)
 """
 import numpy as np
 
@@ -33,20 +46,28 @@ def check_normalization(normalization):
     return normalization
 
 
+def check_softmax_weights(weights):
+    """ConfigError unless every quadrature weight is >= 0 (NaN passes: it propagates)."""
+    if weights is not None and bool((raw(weights) < 0).any()):
+        raise ConfigError(f"weights: normalization='softmax' needs quadrature weights w >= 0 (w e^s is "
+                          f"computed in log space), got a minimum of {float(raw(weights).min())!r}")
+
+
+def ratio_or_zero(numerator, denominator):
+    """numerator / denominator where the denominator is nonzero, else 0 with a zero derivative
+    (the convention of the module docstring); NaN propagates."""
+    nonzero = raw(denominator) != 0
+    return where(nonzero, numerator / where(nonzero, denominator, 1.0), 0.0)
+
+
 def _pair_view(weights):
     """(B|1, H|1, M) -> (B|1, H|1, 1, M) so it broadcasts over the query axis."""
     s = weights.shape
     return reshape(weights, (s[0], s[1], 1, s[2]))
 
 
-def _safe_log(weights):
-    """log w where w > 0, -inf elsewhere, with no NaN in the gradient (double-where trick)."""
-    positive = raw(weights) > 0
-    return where(positive, log(where(positive, weights, 1.0)), -np.inf)
-
-
-def _safe_divide(numerator, denominator, nonzero):
-    return numerator / where(nonzero, denominator, 1.0)
+def _and(a, b):
+    return b if a is None else a & b
 
 
 def transform_matrix(scores, weights=None, mask=None, normalization="none"):
@@ -58,20 +79,29 @@ def transform_matrix(scores, weights=None, mask=None, normalization="none"):
     check_normalization(normalization)
     keep = None if mask is None else mask if mask.ndim == 4 else mask[:, None]
     if normalization == "softmax":
-        z = scores if weights is None else scores + _pair_view(_safe_log(weights))
-        if keep is not None:
-            z = where(keep, z, -np.inf)
+        z = scores
+        if weights is not None:
+            check_softmax_weights(weights)
+            w = _pair_view(weights)
+            present = raw(w) != 0                        # NaN counts as present: it must propagate
+            z = z + where(present, log(where(present, w, 1.0)), 0.0)
+            keep = _and(keep, present)
         zr = raw(z)
         xp = xp_of(zr)
-        shift = zr.max(axis=-1, keepdims=True)
-        shift = xp.where(xp.isfinite(shift), shift, 0).astype(zr.dtype)
-        p = exp(z - shift)
-        den = sum(p, axis=-1, keepdims=True)
-        return _safe_divide(p, den, raw(den) > 0)
+        kept = zr if keep is None else xp.where(keep, zr, -np.inf)     # raw: no graph, no anomaly check
+        shift = kept.max(axis=-1, keepdims=True)
+        if not bool(xp.isfinite(shift).all()):        # empty rows (-inf) or NaN: shift by the finite max
+            shift = xp.where(xp.isnan(kept), -np.inf, kept).max(axis=-1, keepdims=True)
+            shift = xp.where(xp.isfinite(shift), shift, 0)
+        shift = shift.astype(zr.dtype, copy=False)
+        if keep is None:
+            p = exp(z - shift)
+        else:
+            p = where(keep, exp(where(keep, z - shift, 0.0)), 0.0)
+        return ratio_or_zero(p, sum(p, axis=-1, keepdims=True))
     a = scores if weights is None else scores * _pair_view(weights)
     if keep is not None:
         a = where(keep, a, 0.0)
     if normalization == "none":
         return a
-    den = sum(a, axis=-1, keepdims=True)
-    return _safe_divide(a, den, raw(den) != 0)
+    return ratio_or_zero(a, sum(a, axis=-1, keepdims=True))

@@ -23,9 +23,10 @@ from ..autograd.tensor import Tensor
 from ..errors import ConfigError, DTypeError, ShapeError, describe
 from ..nn.module import Module
 from . import backends
-from .kernels.base import Kernel, Points, generator, new_parameter
+from ._config import flag, float_dtype, generator, integer, optional_integer
+from .kernels.base import Kernel, Points, new_parameter
 from .kernels.sum import SumKernel
-from .normalization import check_normalization, transform_matrix
+from .normalization import check_normalization, check_softmax_weights, transform_matrix
 from .positions import as_positions
 from .quadrature import LearnedQuadrature, check_quadrature, check_weights, combine_weights
 from .support import as_support, check_mask, combine_masks
@@ -48,24 +49,32 @@ class IntegralTransform(Module):
                  support="full", window=None, radius=None, skip=False, bias=True, value_bias=False,
                  backend="dense", rng=None, dtype=None):
         super().__init__()
+        name = "IntegralTransform"
         if not isinstance(kernel, Kernel):
-            raise ConfigError(f"IntegralTransform: kernel must be a Kernel, got {type(kernel).__name__}")
-        rng = generator(rng)
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.query_features = int(query_features or in_features)
+            raise ConfigError(f"{name}: kernel must be a Kernel, got {type(kernel).__name__}")
+        rng, dtype = generator(rng, name), float_dtype(name, dtype)
+        self.in_features = integer(name, "in_features", in_features)
+        self.out_features = integer(name, "out_features", out_features)
+        self.query_features = optional_integer(name, "query_features", query_features) or self.in_features
         self.heads = kernel.heads
-        self.embed_dim = int(embed_dim or out_features)
+        self.embed_dim = optional_integer(name, "embed_dim", embed_dim) or self.out_features
         if self.embed_dim % self.heads:
-            raise ConfigError(f"IntegralTransform: embed_dim={self.embed_dim} is not divisible by the "
+            raise ConfigError(f"{name}: embed_dim={self.embed_dim} is not divisible by the "
                               f"kernel's heads={self.heads}; pass embed_dim = heads * head_dim")
         self.head_dim = self.embed_dim // self.heads
         self.normalization = check_normalization(normalization)
         self.quadrature = check_quadrature(quadrature)
+        per_head = flag(name, "learned_weights_per_head", learned_weights_per_head)
+        if per_head and quadrature != "learned":
+            raise ConfigError(f"{name}: learned_weights_per_head=True needs quadrature='learned', got "
+                              f"quadrature={quadrature!r}")
         if normalization == "softmax" and isinstance(kernel, SumKernel) and kernel.has_source_weights:
-            raise ConfigError("IntegralTransform: a SumKernel whose summand brings quadrature weights "
+            raise ConfigError(f"{name}: a SumKernel whose summand brings quadrature weights "
                               "cannot be used with normalization='softmax' (weights would scale logits)")
+        skip, bias, value_bias = (flag(name, a, v) for a, v in
+                                  (("skip", skip), ("bias", bias), ("value_bias", value_bias)))
         self.support = as_support(support, window, radius)
-        self.backend = backends.check_backend(backend)
+        self.backend = backend
         self.kernel = kernel
         E, Cs, Cq, Co = self.embed_dim, self.in_features, self.query_features, self.out_features
         self.W_V = new_parameter((E, Cs), rng, dtype, fan_in=Cs)
@@ -74,7 +83,17 @@ class IntegralTransform(Module):
         self.W_skip = new_parameter((Co, Cq), rng, dtype, fan_in=Cq) if skip else None
         self.b = new_parameter((Co,), rng, dtype, fan_in=E) if bias else None
         if quadrature == "learned":
-            self.quadrature_net = LearnedQuadrature(Cs, self.heads if learned_weights_per_head else 1, dtype)
+            self.quadrature_net = LearnedQuadrature(Cs, self.heads if per_head else 1, dtype)
+
+    @property
+    def backend(self):
+        """Who evaluates the integral: 'dense', 'auto' or a registered backend (backends.py); checked
+        on assignment, so ``layer.backend = 'numba'`` fails at once when numba cannot run."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name):
+        self._backend = backends.check_backend(name)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, heads={self.heads}, "
@@ -122,6 +141,13 @@ class IntegralTransform(Module):
             xp.full((1, 1, M), 1.0 / max(M, 1), dtype) if self.quadrature == "mean" else None,
             check_weights(weights, B, self.heads, M),
             self.kernel.source_weights(proj) if M else None)
+        if self.normalization == "softmax":
+            check_softmax_weights(w)
+            if bias is not None:                          # -inf logits exclude a pair: a mask, not -inf
+                excluded = xp_of(_data(bias)).isneginf(_data(bias))
+                if excluded.any():
+                    keep = combine_masks(keep, ~excluded)
+                    bias = ops.where(excluded, 0.0, bias)
         return src, proj, w, keep, bias
 
     def values(self, source_features):
@@ -163,9 +189,10 @@ class IntegralTransform(Module):
         for every head, or per head (B, H, N, M) (B or H may be 1; a per-head mask shared by the
         batch is (1, H, N, M), since a 3-D mask is per batch item); score_bias float in x's dtype,
         (N, M), (H, N, M) or (B, H, N, M) (B or H may be 1), added to the kernel scores before
-        the normalisation (under softmax: an additive logit; -inf entries exclude a pair, but
-        prefer mask=). Per-head masks and score biases are evaluated by the dense path: fused
-        backends are only asked for calls without them.
+        the normalisation (under softmax: an additive logit; -inf entries exclude a pair, as the
+        mask does, so no -inf enters the arithmetic). Per-head masks and score biases are evaluated
+        by the dense path: fused backends are only asked for calls without them. Under softmax the
+        weights must be >= 0 (ConfigError). NaN in a kept pair's weight or score propagates.
         """
         src, proj, w, keep, bias = self._prepare(x, positions, source, source_positions, weights, mask,
                                                  score_bias)

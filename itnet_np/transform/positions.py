@@ -10,6 +10,7 @@ import numpy as np
 from ..autograd.backend import xp_of
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, describe
+from ._config import float_dtype, integer
 
 
 def grid_positions(shape, spacing=1.0, origin=0.0, dtype=None):
@@ -19,11 +20,11 @@ def grid_positions(shape, spacing=1.0, origin=0.0, dtype=None):
     ``origin``; so features flattened with ``x.reshape(B, -1, C)`` from (B, n_1, ..., n_D, C) line up
     with these rows. ``spacing`` and ``origin`` are scalars or length-D sequences.
     """
-    shape = tuple(int(n) for n in (shape if np.iterable(shape) else (shape,)))
-    if not shape or any(n < 1 for n in shape):
-        raise ConfigError(f"grid_positions: shape must be a non-empty tuple of positive ints, got {shape}")
-    from ..autograd.tensor import get_default_dtype
-    dtype = np.dtype(dtype or get_default_dtype())
+    items = tuple(shape) if np.iterable(shape) else (shape,)
+    if not items:
+        raise ConfigError(f"grid_positions: shape must be a non-empty tuple of ints >= 1, got {shape!r}")
+    shape = tuple(integer("grid_positions", "shape entry", n) for n in items)
+    dtype = float_dtype("grid_positions", dtype)
     axes = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     grid = np.stack([a.reshape(-1) for a in axes], axis=-1).astype(dtype)
     return grid * np.asarray(spacing, dtype) + np.asarray(origin, dtype)

@@ -15,6 +15,7 @@ from .. import errors
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
 from ..nn.module import Module, Parameter
+from ._config import float_dtype, integer
 
 QUADRATURES = ("uniform", "mean", "learned")
 
@@ -26,9 +27,9 @@ class LearnedQuadrature(Module):
 
     def __init__(self, in_features, heads=1, dtype=None):
         super().__init__()
-        from ..autograd.tensor import get_default_dtype
-        dtype = np.dtype(dtype or get_default_dtype())
-        self.in_features, self.heads = int(in_features), int(heads)
+        dtype = float_dtype("LearnedQuadrature", dtype)
+        self.in_features = integer("LearnedQuadrature", "in_features", in_features)
+        self.heads = integer("LearnedQuadrature", "heads", heads)
         self.weight = Parameter(np.zeros((self.heads, self.in_features), dtype))
         self.bias = Parameter(np.full((self.heads,), np.log(np.e - 1.0), dtype))
 

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from ..autograd import ops
+from ..autograd.backend import xp_of
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, DTypeError, ShapeError, describe
 from .normalization import transform_matrix
@@ -80,11 +81,6 @@ def _fused(q, k, v, keep, bias, causal, scale):
     from .fused.engine_ops import fused_attention
     window = None
     n, m = _data(q).shape[2], _data(k).shape[2]
-    if bias is not None:
-        finite = _data(bias) > -np.inf
-        if not finite.all():                          # -inf entries -> mask (gradient 0 there, as dense)
-            bias = ops.where(finite, bias, 0.0)
-            keep = finite if keep is None else keep & finite
     if keep is not None and keep.shape[-2:] == (n, m):
         banded, window, keep = band_of(keep)           # tile skipping for causal / banded masks
         causal = causal or banded
@@ -93,7 +89,9 @@ def _fused(q, k, v, keep, bias, causal, scale):
 
 
 def _split_mask(mask, full, dtype):
-    """(keep, bias): a bool mask as a raw 4-D bool array, a float mask as a 4-D array/Tensor."""
+    """(keep, bias): a bool mask as a raw 4-D bool array, a float mask as a 4-D array/Tensor; the
+    float mask's -inf entries become excluded pairs (bias 0 there, gradient 0), so that no -inf
+    enters the arithmetic (detect_anomaly passes; NaN entries are kept and propagate)."""
     if mask is None:
         return None, None
     data = _data(mask)
@@ -107,7 +105,11 @@ def _split_mask(mask, full, dtype):
     if data.dtype != dtype:
         raise DTypeError(f"scaled_dot_product_attention: a float attn_mask must be {dtype} like q, got "
                          f"{describe(data)} (bool masks: True = attend)")
-    return None, ops.reshape(mask, shape4) if data.ndim < 4 else mask
+    bias = ops.reshape(mask, shape4) if data.ndim < 4 else mask
+    excluded = xp_of(data).isneginf(data).reshape(shape4)
+    if not excluded.any():
+        return None, bias
+    return ~excluded, ops.where(excluded, 0.0, bias)
 
 
 def _check(a, name):

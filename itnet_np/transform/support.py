@@ -5,8 +5,8 @@ A support is a boolean matrix keep[b, i, j] (True = j is in S(i)); the constrain
     'full'            every j
     'causal'          p_j <= p_i                (1-D positions; on the default grid: j <= i)
     'strict_causal'   p_j <  p_i                (j < i)
-    window=w          max_d |p_i,d - p_j,d| <= w  (1-D: |i - j| <= w)
-    radius=r          ||p_i - p_j||_2 <= r      (closed ball, as in neighbour search)
+    window=w          max_d |p_i,d - p_j,d| <= w  (1-D: |i - j| <= w), an int w >= 0
+    radius=r          ||p_i - p_j||_2 <= r      (closed ball, as in neighbour search), a real r >= 0
     mask=...          an explicit bool array (N, M) or (B, N, M), or per head (B, H, N, M) (B, H
                       may be 1), True = keep
 
@@ -20,6 +20,7 @@ The mask depends on positions only through comparisons, so it is a constant for 
 from ..autograd.backend import xp_of
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, describe
+from ._config import number, optional_integer
 from .positions import relative_offsets
 
 KINDS = ("full", "causal", "strict_causal")
@@ -34,10 +35,8 @@ class Support:
         if kind not in KINDS:
             raise ConfigError(f"support: unknown kind {kind!r}; expected one of {KINDS} "
                               "(use window=w or radius=r for local supports, mask=... for an explicit one)")
-        if window is not None and not window >= 0:
-            raise ConfigError(f"support: window must be >= 0, got {window!r}")
-        if radius is not None and not radius >= 0:
-            raise ConfigError(f"support: radius must be >= 0, got {radius!r}")
+        window = optional_integer("support", "window", window, 0)
+        radius = None if radius is None else number("support", "radius", radius, minimum=0.0)
         self.kind, self.window, self.radius = kind, window, radius
 
     @property

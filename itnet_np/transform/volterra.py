@@ -28,6 +28,7 @@ from ..autograd.ops._util import raw
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, describe
 from ..nn.module import Module
+from ._config import flag, integer
 from .kernels.stencil import StencilKernel
 from .operator import IntegralTransform
 from .positions import as_positions
@@ -39,9 +40,9 @@ def shift_transform(features, lag=1, query_features=None, dtype=None):
     """T_K[y]_t = y_{t-lag}: an IntegralTransform (features -> features) with the one-tap stencil at
     offset -lag, W_V = W_O = I, no bias. ``query_features``: width of the queries' x (default
     ``features``); the kernel ignores them."""
-    if int(lag) < 1:
-        raise ConfigError(f"shift_transform: lag must be >= 1 (strictly causal), got {lag!r}")
-    t = IntegralTransform(features, features, StencilKernel([-int(lag)], dtype=dtype),
+    lag = integer("shift_transform", "lag (>= 1: strictly causal)", lag)
+    features = integer("shift_transform", "features", features)
+    t = IntegralTransform(features, features, StencilKernel([-lag], dtype=dtype),
                           query_features=query_features, bias=False, dtype=dtype)
     t.W_V.data[...] = np.eye(features)
     t.W_O.data[...] = np.eye(features)
@@ -76,6 +77,7 @@ class Volterra(Module):
         gives an empty y (B, 0, Cy) for both methods."""
         if method not in METHODS:
             raise ConfigError(f"Volterra: unknown method {method!r}; expected one of {METHODS}")
+        return_iterates = flag("Volterra", "return_iterates", return_iterates)
         cell = self.cell if cell is None else cell
         if not callable(cell):
             raise ConfigError("Volterra: no cell: pass cell=Phi to the constructor or to this call")
@@ -98,8 +100,8 @@ class Volterra(Module):
         bpos = raw(as_positions(boundary_positions, B, nb, dtype, "boundary_positions", 1, xp))
         if method == "substitution":
             return self._substitute(cell, x, boundary, pos, bpos)
-        return self._picard(cell, x, boundary, pos, bpos, T if iterations is None else int(iterations),
-                            initial, return_iterates)
+        iterations = T if iterations is None else integer("Volterra", "iterations", iterations, 0)
+        return self._picard(cell, x, boundary, pos, bpos, iterations, initial, return_iterates)
 
     def _apply(self, x, query_pos, sources, source_pos):
         """z = T_K[sources] at the queries, strictly causal in position."""
@@ -121,8 +123,6 @@ class Volterra(Module):
 
     def _picard(self, cell, x, boundary, pos, bpos, iterations, initial, return_iterates):
         B, T, Cy = x.shape[0], x.shape[1], self.transform.in_features
-        if iterations < 0:
-            raise ConfigError(f"Volterra: iterations must be >= 0, got {iterations}")
         y = xp_of(raw(x)).zeros((B, T, Cy), raw(x).dtype) if initial is None else initial
         if tuple(y.shape) != (B, T, Cy):
             raise ShapeError(f"Volterra: initial must be ({B}, {T}, {Cy}), got {describe(raw(y))}")

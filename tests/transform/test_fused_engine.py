@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 import itnet_np as itn
 from itnet_np import transform as T
 from itnet_np.errors import ConfigError, GraphError
+from itnet_np.nn.functional.activations import get_activation
 from itnet_np.transform import backends
 from itnet_np.transform.fused import backend as FB  # registers 'numba' until fused/__init__ does
+from itnet_np.transform.fused._tiles import ACTIVATIONS as FUSED_ACTIVATIONS
 from itnet_np.transform.fused.engine_ops import ATTENTION_OP, MLP_OP
 
 F64, F32 = np.float64, np.float32
@@ -111,7 +113,7 @@ def assert_parity(op, args, dtype, rng):
             continue
         assert b is not None and b.dtype == a.dtype == dtype and b.shape == a.shape, key
         # relative to the array, floored at 1e-3 of the largest value (b2 under softmax has exact grad 0)
-        err = np.abs(a - b).max(initial=0) / max(np.abs(a).max(initial=0), 1e-3 * scale)
+        err = float(np.abs(a - b).max(initial=0)) / max(float(np.abs(a).max(initial=0)), 1e-3 * float(scale))
         assert err <= TOL[dtype], (key, err)
     return dense, fused
 
@@ -306,3 +308,78 @@ def test_numba_unavailable_raises_clearly(monkeypatch):
     assert scaled_dot_product_attention(q, q, q).shape == (1, 1, 80, 4)
     with pytest.raises(ConfigError, match="needs numba"):
         scaled_dot_product_attention(q, q, q, backend="numba")
+
+
+# ----- every fused activation, and integer grids where the pre-activations sit on the kinks -------
+
+def integer_mlp_op(act, normalization, H=2, C=3, rng=None):
+    """An MLPKernel on (dp, dist2) with small integer W1 and b1: on integer positions every
+    pre-activation is an exact integer, often 0 (relu's kink; the hat units of proofs/conv.py)."""
+    k = T.MLPKernel(C, heads=H, hidden=6, inputs=("dp", "dist2"), activation=act, rng=1, dtype=F64)
+    k.W1.data[...] = rng.integers(-2, 3, k.W1.shape)
+    k.W1.data[:3] = [[1, 0], [-1, 0], [2, 0]]         # linear in dp: pre = 0 at dp = -b / w
+    k.b1.data[...] = rng.integers(-2, 3, k.b1.shape) * 2
+    if normalization == "sum":                        # keep Z = sum_j w_j s_ij away from 0
+        k.b2.data[...] = 3.0
+        k.W2.data[...] *= 0.1
+    return T.IntegralTransform(C, 2, k, embed_dim=2 * H, normalization=normalization, value_bias=True,
+                               skip=True, rng=2, dtype=F64)
+
+
+@pytest.mark.parametrize("act", sorted(FUSED_ACTIVATIONS))
+@pytest.mark.parametrize("normalization", NORMS)
+def test_parity_every_fused_activation_on_integer_grids(act, normalization):
+    rng = np.random.default_rng(10)
+    for support, window, cross, weights, mask in CASES:
+        for op in (integer_mlp_op(act, normalization, rng=rng), make_op("mlp", normalization, F64, support, window)):
+            op.kernel.activation_name, op.kernel.activation = get_activation(act)
+            op.support = T.Support(support, window)
+            N, M = 37, 21
+            args = make_inputs("mlp", F64, 2, N, M, cross, weights, mask, rng)
+            args["positions"] = np.arange(N, dtype=F64)[:, None]
+            if cross:
+                args["source_positions"] = np.arange(M, dtype=F64)[:, None] + 5.0
+            if op.kernel.inputs == ("dp", "dist2"):
+                pre = op.kernel.preactivation(op.kernel.project(*points(op, args))).data
+                assert np.all(pre == np.rint(pre)) and (pre == 0).any()     # on the kinks, exactly
+            assert_parity(op, args, F64, rng)
+
+
+def points(op, args):
+    """Query and source Points of a call, as the operator builds them."""
+    x = args["x"]
+    pq = args["positions"][None]
+    query = T.Points(itn.tensor(x), pq)
+    if "source" not in args:
+        return query, query
+    return query, T.Points(itn.tensor(args["source"]), args["source_positions"][None])
+
+
+@pytest.mark.parametrize("backend", ["dense", "numba"])
+def test_relu_kernel_gradient_on_integer_positions_against_an_explicit_oracle(backend):
+    """The issue's case: MLPKernel(activation='relu') on integer positions, where dense (relu through
+    ops.maximum: gradient 1/2 at 0) and numba (0) disagreed in dW1. Oracle: NumPy loops over the
+    pairs from the formula, relu'(0) = 0 (torch's convention), normalization 'none'."""
+    rng = np.random.default_rng(11)
+    k = T.MLPKernel(1, heads=1, hidden=3, inputs=("dp",), activation="relu", rng=0, dtype=F64)
+    k.W1.data[...] = [[1.0], [1.0], [1.0]]
+    k.b1.data[...] = [1.0, 0.0, -1.0]                 # hat units: pre = dp + 1, dp, dp - 1
+    k.W2.data[...] = [[1.0, -2.0, 1.0]]
+    op = T.IntegralTransform(1, 1, k, bias=False, backend=backend, rng=0, dtype=F64)
+    N = 70                                            # past the fused tiles (16 x 32)
+    x = rng.standard_normal((1, N, 1))
+    g = rng.standard_normal((1, N, 1))
+    y = op(x)
+    y.backward(g)
+    p = np.arange(N, dtype=F64)
+    dp = p[:, None] - p[None, :]                      # z_ij = p_i - p_j
+    pre = dp[..., None] * k.W1.data[:, 0] + k.b1.data  # (N, N, 3)
+    act = np.maximum(pre, 0)
+    v = x[0] @ op.W_V.data.T                          # (N, 1)
+    s = act @ k.W2.data[0] + k.b2.data[0]             # (N, N)
+    np.testing.assert_allclose(y.data[0], (s @ v) @ op.W_O.data.T, rtol=1e-12, atol=1e-12)
+    G = (g[0] @ op.W_O.data) @ v.T                    # dL/ds_ij
+    dpre = G[..., None] * k.W2.data[0] * (pre > 0)    # relu'(0) = 0
+    np.testing.assert_allclose(k.W1.grad.data[:, 0], np.einsum("ijk,ij->k", dpre, dp), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(k.b1.grad.data, dpre.sum((0, 1)), rtol=1e-12, atol=1e-12)
+    assert (pre == 0).sum() > N                       # the kinks were hit

@@ -325,3 +325,43 @@ def test_lowrank_kernel_biases_and_exp_activation_by_name():
     pre = m.W1.data[0, 0] * (p[0, :, None, 0] - p[0, None, :, 0]) ** 2 + m.b1.data[0]
     want = m.W2.data[0, 0] * np.exp(pre) + m.b2.data[0]
     np.testing.assert_allclose(m.scores(proj).data[0, 0], want, rtol=1e-13)
+
+
+# ----- activations: one registry (nn.functional), used by kernels, the dense path and fused kernels --
+
+def test_activation_registry_is_the_one_home():
+    """Kernels resolve names in nn.functional's registry; every fused activation is one of its names;
+    every entry is a module-level function (pickles by reference: no lambdas)."""
+    import pickle
+
+    from itnet_np.nn.functional import activations as A
+    from itnet_np.transform.fused._tiles import ACTIVATIONS as FUSED
+    assert set(FUSED) <= set(A.ACTIVATIONS)
+    for name, fn in A.ACTIVATIONS.items():
+        assert pickle.loads(pickle.dumps(fn)) is fn, name
+        k = T.MLPKernel(2, activation=name, rng=0, dtype=F64)
+        assert k.activation is fn and k.activation_name == name
+    own = lambda z: z * 2
+    assert T.MLPKernel(2, activation=own, rng=0, dtype=F64).activation is own
+    assert T.LowRankKernel(2, feature_map="elu+1", rng=0, dtype=F64).phi is A.ACTIVATIONS["elu+1"]
+
+
+@pytest.mark.parametrize("name,at_zero", [("relu", 0.0), ("elu+1", 1.0), ("identity", 1.0), ("gelu_tanh", 0.5),
+                                          ("silu", 0.5), ("tanh", 1.0), ("sigmoid", 0.25), ("softplus", 0.5)])
+def test_activation_derivatives_at_zero(name, at_zero):
+    """The kink convention of nn.functional (relu'(0) = 0, as torch and the fused kernel): the old
+    kernels' relu (ops.maximum) and elu+1 (ops.minimum) split the tie and gave 1/2 there. Values
+    away from 0 against the formulas, derivatives against central differences."""
+    from itnet_np.nn.functional.activations import ACTIVATIONS
+    fn = ACTIVATIONS[name]
+    x = itn.tensor(np.array([0.0, -1.3, 0.7, 2.0]), requires_grad=True)
+    fn(x).sum().backward()
+    assert x.grad.data[0] == at_zero
+    h, z = 1e-6, x.data[1:]
+    numeric = (fn(z + h) - fn(z - h)) / (2 * h)
+    np.testing.assert_allclose(x.grad.data[1:], numeric, rtol=1e-7, atol=1e-9)
+    formulas = {"relu": np.maximum(z, 0), "elu+1": np.where(z > 0, z + 1, np.exp(z)), "identity": z,
+                "tanh": np.tanh(z), "sigmoid": 1 / (1 + np.exp(-z)), "silu": z / (1 + np.exp(-z)),
+                "softplus": np.log1p(np.exp(z)),
+                "gelu_tanh": 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))}
+    np.testing.assert_allclose(fn(z), formulas[name], rtol=1e-13)

@@ -217,7 +217,8 @@ def cases(draw, family):
     quadrature = draw(st.sampled_from(["uniform", "mean", "learned"]))
     op = T.IntegralTransform(C, draw(st.integers(1, 3)), kernel, query_features=Cq, embed_dim=H * 2,
                              normalization=normalization, quadrature=quadrature,
-                             learned_weights_per_head=draw(st.booleans()), support=support, window=window,
+                             learned_weights_per_head=quadrature == "learned" and draw(st.booleans()),
+                             support=support, window=window,
                              radius=radius, skip=draw(st.booleans()), bias=draw(st.booleans()),
                              value_bias=draw(st.booleans()), rng=rng, dtype=F64)
     for p in op.parameters():                       # every parameter random, including zero-inits

@@ -166,12 +166,12 @@ def test_error_messages_name_argument_and_shapes():
         (ShapeError, r"positions: expected shape \(4, 2\) or \(2, 4, 2\), got shape \(4, 3\)",
          lambda: op(x, positions=np.zeros((4, 3)))),
         (ShapeError, r"must be given explicitly", lambda: op(x)),
-        (ShapeError, r"mask: expected shape \(4, 4\), \(2, 4, 4\) or per head \(2, 2, 4, 4\), got "
-                     r"shape \(4, 3\)", lambda: op(x, positions=p, mask=np.ones((4, 3), bool))),
+        (ShapeError, (r"mask: expected shape \(4, 4\), \(2, 4, 4\) or per head \(2, 2, 4, 4\), got "
+                     r"shape \(4, 3\)"), lambda: op(x, positions=p, mask=np.ones((4, 3), bool))),
         (ShapeError, r"mask: .*got shape \(2, 3, 4, 4\)",
          lambda: op(x, positions=p, mask=np.ones((2, 3, 4, 4), bool))),
-        (ShapeError, r"score_bias: expected shape \(4, 4\), \(2, 4, 4\) or \(2, 2, 4, 4\), got "
-                     r"shape \(3, 4, 4\)", lambda: op(x, positions=p, score_bias=np.zeros((3, 4, 4)))),
+        (ShapeError, (r"score_bias: expected shape \(4, 4\), \(2, 4, 4\) or \(2, 2, 4, 4\), got "
+                     r"shape \(3, 4, 4\)"), lambda: op(x, positions=p, score_bias=np.zeros((3, 4, 4)))),
         (DTypeError, r"score_bias: expected a float64 array",
          lambda: op(x, positions=p, score_bias=np.zeros((4, 4), np.float32))),
         (ShapeError, r"mask: expected a bool array", lambda: op(x, positions=p, mask=np.ones((4, 4)))),

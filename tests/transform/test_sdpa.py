@@ -31,9 +31,10 @@ def qkv(rng, B, H, N, M, d, dv, dtype=F64, scale=1.0):
 
 def rel(a, b, floor=1e-300):
     """max |a - b| relative to max |b|, floored (an exactly-zero gradient, e.g. dq when M = 1, is
-    compared against the scale of the other gradients instead)."""
+    compared against the scale of the other gradients instead). Python floats throughout: under
+    NumPy 2, max(float32(0), 1e-300) is float32(0) (1e-300 rounds to 0 in float32), and 0/0 is NaN."""
     a, b = np.asarray(a, F64), np.asarray(b, F64)
-    return np.abs(a - b).max(initial=0) / max(np.abs(b).max(initial=0), floor)
+    return float(np.abs(a - b).max(initial=0)) / max(float(np.abs(b).max(initial=0)), float(floor))
 
 
 def grads(q, k, v, cot, backend, mask=None, **kw):
@@ -56,7 +57,7 @@ def assert_backends_agree(q, k, v, dtype, rng, mask=None, **kw):
     for out, _ in (dense, fused):
         assert out.dtype == dtype
         assert rel(out, ref) <= TOL[dtype]
-    floor = max(1e-3 * max(np.abs(g).max(initial=0) for g in dense[1]), 1e-300)
+    floor = max(1e-3 * max(float(np.abs(g).max(initial=0)) for g in dense[1]), 1e-300)
     for a, b in zip(dense[1], fused[1]):
         assert a.dtype == b.dtype == dtype and rel(b, a, floor) <= TOL[dtype]
     return dense, fused

@@ -7,7 +7,7 @@ import math
 import numbers
 
 from ...autograd.backend import is_cupy, xp_of
-from ...autograd.ops import exp, tanh, where
+from ...autograd.ops import exp, sin, tanh, where
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
 from ...autograd.tensor import Tensor
@@ -205,3 +205,65 @@ def elu(x, alpha=1.0):
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
         raise ConfigError(f"elu: alpha must be a number, got {alpha!r}")
     return elu_p(x, alpha=float(alpha))
+
+
+# ----- the registry: activations by name -------------------------------------------------------
+# Everything that takes an activation by *name* (the operator's kernels, their dense path, and by the
+# same names the fused Numba kernels in itnet_np.transform.fused._tiles) looks it up here, so each
+# name has one formula and one derivative convention (relu'(0) = 0) everywhere. Values are
+# module-level functions, never lambdas, so that a module holding one pickles.
+
+def _identity(x):
+    return x
+
+
+def _tanh(x):
+    return tanh(x)
+
+
+def _sin(x):
+    return sin(x)
+
+
+def _exp(x):
+    return exp(x)
+
+
+def _gelu_tanh(x):
+    return gelu(x, approximate="tanh")
+
+
+def elu_plus_one(x):
+    """elu(x) + 1: x + 1 for x > 0, exp(x) for x <= 0 (a positive feature map: linear attention,
+    Katharopoulos et al. 2020); value and derivative are continuous at 0 (both 1). Not elu(x) + 1:
+    expm1(x) + 1 cancels to 0 for x < -37 (float64), where e^x is still a positive feature."""
+    # exp of 0 on the x > 0 side: the unused branch never overflows; and where() (not minimum,
+    # which splits a tie) gives the derivative 1 at x = 0.
+    positive = raw(x) > 0
+    return where(positive, x + 1.0, exp(where(positive, 0.0, x)))
+
+
+ACTIVATIONS = {
+    "identity": _identity,     # x
+    "relu": relu,              # max(x, 0), gradient 0 at 0
+    "tanh": _tanh,             # tanh x
+    "sin": _sin,               # sin x
+    "exp": _exp,               # e^x
+    "sigmoid": sigmoid,        # 1 / (1 + e^-x)
+    "silu": silu,              # x sigmoid(x)
+    "softplus": softplus,      # log(1 + e^x)
+    "gelu": gelu,              # x Phi(x), exact (erf)
+    "gelu_tanh": _gelu_tanh,   # x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    "elu+1": elu_plus_one,     # x + 1 (x > 0), e^x (x <= 0)
+}
+
+
+def get_activation(spec, what="activation"):
+    """(name, function) for a name in ACTIVATIONS, or (None, spec) for a callable; ConfigError
+    naming ``what`` and the valid names otherwise."""
+    if isinstance(spec, str):
+        if spec in ACTIVATIONS:
+            return spec, ACTIVATIONS[spec]
+    elif callable(spec):
+        return None, spec
+    raise ConfigError(f"{what}: unknown name {spec!r}; expected a callable or one of {sorted(ACTIVATIONS)}")

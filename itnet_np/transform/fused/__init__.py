@@ -18,4 +18,4 @@ from .mlp_numba import mlp_backward, mlp_forward
 
 __all__ = ["attention_backward", "attention_forward", "mlp_backward", "mlp_forward"]
 
-from . import backend  # noqa: F401,E402  (registers the 'numba' backend of IntegralTransform)
+from . import backend  # noqa: F401  (registers the 'numba' backend of IntegralTransform)

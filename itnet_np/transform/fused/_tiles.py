@@ -6,7 +6,8 @@ aligned scratch, the task runner and the Python-side argument checks.
 ``math.exp`` is a scalar libm call (this numba has no SVML); fexp is branch-free, so LLVM inlines
 and vectorises the loops that call it: 5-20x faster per element here, measured error <= 1 ulp for
 results in the normal range. Results below the smallest normal (x < -708 in float64, x < -87 in
-float32) are flushed to exactly 0, so x = -inf gives 0; x is clamped above, so +inf never appears.
+float32) are flushed to exactly 0, so x = -inf gives 0; x is clamped above, so +inf never appears;
+NaN gives NaN (a NaN logit or weight is never mistaken for an excluded pair).
 
 Activations: relu, gelu_tanh, silu, tanh (codes in ACTIVATIONS) and their derivatives, via fexp.
 
@@ -29,6 +30,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from ...errors import ConfigError, DTypeError, ShapeError, describe
+from ._notice import announce
 
 # fastmath without 'nnan'/'ninf': -inf marks masked logits and must survive max/compare/select.
 FASTMATH = {"contract", "nsz", "arcp", "reassoc"}
@@ -85,7 +87,8 @@ def _fexp_impl(x):
             p = p * r + 1.0
             p = p * r + 1.0
             y = p * _bits_as_float((np.int64(n) + 1023) << 52)
-            return y if x > -708.0 else 0.0
+            y = y if x > -708.0 else 0.0
+            return x if math.isnan(x) else y             # NaN in, NaN out (the clamp dropped it)
         return impl
     if x == types.float32:
         def impl32(x):
@@ -101,7 +104,8 @@ def _fexp_impl(x):
             p = p * r + np.float32(1.0)
             p = p * r + np.float32(1.0)
             y = p * _bits_as_float(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
-            return y if x > np.float32(-87.0) else np.float32(0.0)
+            y = y if x > np.float32(-87.0) else np.float32(0.0)
+            return x if math.isnan(x) else y
         return impl32
     return None
 
@@ -318,15 +322,16 @@ def blas_single_thread():
                 ctl[1](_blas["saved"])
 
 
-def run_tasks(kernel, n_tasks, *args):
+def run_tasks(kernel, n_tasks, *args, family):
     """Run ``kernel(first, step, n_tasks, *args)`` on numba.get_num_threads() threads, BLAS at one
-    thread.
+    thread; ``family`` names the kernel in the first-compilation notice (_notice.py).
 
     Thread r takes tasks r, r + T, r + 2T, ... (interleaved, so causal tiles balance). The kernels
     are nogil, so plain Python threads run them in parallel; compared with a numba prange wrapper
     this halves the cold compile time (the parfor machinery cost ~3 s per kernel and dtype).
     """
     global _pool
+    announce(family, kernel, (0, 1, n_tasks) + args)
     threads = max(1, min(nb.get_num_threads(), n_tasks))
     with blas_single_thread():
         if threads == 1:

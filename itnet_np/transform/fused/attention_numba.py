@@ -154,7 +154,7 @@ def _forward_tile(qtb, k, v, b, h, i0, cfg, sup, out, stats):
     for ii in range(rows):
         i = i0 + ii
         if mode == 0:
-            good = l[ii] > 0
+            good = l[ii] != 0               # NaN propagates
             stats[b, h, i] = m[ii] + np.log(l[ii]) if good else -np.inf
         else:
             good = mode == 2 or l[ii] != 0
@@ -319,7 +319,8 @@ def attention_forward(q, k, v, scale, causal=False, mask=None, bias=None, alibi_
     out = np.zeros((B, H, N, v.shape[3]), q.dtype)
     stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, q.dtype)
     if N and k.shape[2]:
-        run_tasks(_forward, B * H * (qp.shape[2] // BQ), _tiles_t(qp), kp, vp, cfg, sup, out, stats)
+        run_tasks(_forward, B * H * (qp.shape[2] // BQ), _tiles_t(qp), kp, vp, cfg, sup, out, stats,
+                  family="attention forward")
     return out, stats
 
 
@@ -355,7 +356,7 @@ def attention_backward(q, k, v, out, stats, dout, scale, causal=False, mask=None
         dop = pad_rows(dout, 2, BQ)
         run_tasks(_backward, B * H * chunks, qp, _tiles_t(qp), kp, vp, dop, _tiles_t(dop),
                   pad_rows(dd, 2, BQ), pad_rows(stats, 2, BQ), chunks, cfg, sup, dq, dk, dv, dbias,
-                  want_dbias, dslope)
+                  want_dbias, dslope, family="attention backward")
     dq = np.ascontiguousarray(dq[:, :, :N])
     dk = np.ascontiguousarray(dk.sum(0)[:, :, :M])
     dv = np.ascontiguousarray(dv.sum(0)[:, :, :M])

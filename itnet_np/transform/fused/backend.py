@@ -9,11 +9,12 @@ DotProductKernel, s_ij = scale q_i . k_j (- m_h |i - j| with ALiBi) -> fused_att
     q, k   proj (B, N, H, d) -> (B, H, N, d);  ALiBi -> alibi_slopes, only when the positions are the
            index grid up to a common shift (p_i = i + c, p_j = j + c), since the raw kernel uses |i - j|
     w_j    'none':    A_ij v_j = s_ij (w_j v_j)                     -> v' = w v
-           'sum':     y_i = sum_j s_ij w_j v_j / sum_j s_ij w_j     -> 'none' on v' = [w v | w], then divide
+           'sum':     y_i = sum_j s_ij w_j v_j / sum_j s_ij w_j     -> 'none' on v' = [w v | w], then
+                      normalization.ratio_or_zero (0, with derivative 0, where the sum is 0)
            'softmax': w_j e^{s_ij} = e^{s_ij + log w_j}              -> q' = [q | 1], k' = [k | log w / scale];
-                      sources with w_j <= 0 are masked (the dense path's log 0 = -inf)
+                      sources with w_j = 0 are masked (as in the dense path; w < 0 raises, NaN propagates)
 MLPKernel -> fused_mlp with kernel.factors(proj) = (a, b, x, y, W, W2, b2, act) and w (ones when None;
-    under softmax w <= 0 becomes 0 through ``where``, so its gradient is 0 as in the dense path).
+    under softmax w = 0 goes through ``where``, so its gradient is 0 as in the dense path).
 StencilKernel -> stencil_backend.run_stencil: a banded gather over the T taps ('none' and 'sum';
     integer positions, any dimension), O(N T d).
 DecayKernel, SelectiveKernel -> scan_backend.run_scan: the recurrence as an O(N state) scan ('none';
@@ -39,6 +40,7 @@ from ..kernels.dot import DotProductKernel
 from ..kernels.mlp import MLPKernel
 from ..kernels.selective import SelectiveKernel
 from ..kernels.stencil import StencilKernel
+from ..normalization import check_softmax_weights, ratio_or_zero
 from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp
 from .scan_backend import pays_scan, run_scan, supports_scan
@@ -159,6 +161,8 @@ def fused(kernel, proj, values, weights, mask, normalization):
         return run_scan(kernel, proj, values, weights, mask, normalization)
     if isinstance(kernel, StencilKernel):
         return run_stencil(kernel, proj, values, weights, mask, normalization)
+    if normalization == "softmax":
+        check_softmax_weights(weights)
     reason = _decline_call(kernel, proj, values, weights, normalization)
     if reason:
         raise ConfigError(f"backend='numba' cannot fuse {reason}; use backend='auto' (falls back to "
@@ -184,20 +188,19 @@ def _dot(kernel, proj, values, weights, mask, causal, window, normalization):
             wide = ops.broadcast_to(w4, tuple(values.shape[:3]) + (1,))
             v, mode = ops.concatenate([values * w4, wide], axis=-1), "none"
         else:
-            positive = raw(weights) > 0
-            logw = ops.where(positive, ops.log(ops.where(positive, weights, 1.0)), 0.0)
+            present = raw(weights) != 0                 # w = 0 excluded; NaN stays (it propagates)
+            logw = ops.where(present, ops.log(ops.where(present, weights, 1.0)), 0.0)
             B, H, M, _ = k.shape
             column = ops.broadcast_to(ops.reshape(logw, tuple(logw.shape) + (1,)), (B, H, M, 1))
             k = ops.concatenate([k, column * (1.0 / scale)], axis=-1)
             q = ops.concatenate([q, np.ones(tuple(q.shape[:3]) + (1,), raw(q).dtype)], axis=-1)
-            if not positive.all():
-                keep = positive[:, :, None, :]                          # (B|1, H|1, 1, M)
+            if not present.all():
+                keep = present[:, :, None, :]                           # (B|1, H|1, 1, M)
                 mask = keep if mask is None else mask & keep
     out = fused_attention(q, k, v, scale=scale, alibi_slopes=slopes, causal=causal, window=window,
                           mask=mask, normalization=mode)
     if mode != normalization:                       # 'sum' with weights: numerator / denominator
-        num, den = out[..., :-1], out[..., -1:]
-        out = num / ops.where(raw(den) != 0, den, 1.0)
+        out = ratio_or_zero(out[..., :-1], out[..., -1:])
     return out
 
 
@@ -207,8 +210,8 @@ def _mlp(kernel, proj, values, weights, mask, causal, window, normalization):
     if weights is None:
         w = np.ones((B, M), raw(values).dtype)
     else:
-        if normalization == "softmax":
-            weights = ops.where(raw(weights) > 0, weights, 0.0)
+        if normalization == "softmax":                # w = 0: excluded, derivative 0 (as dense)
+            weights = ops.where(raw(weights) != 0, weights, 0.0)
         per_head = weights.shape[1] > 1
         w = ops.broadcast_to(weights, (B, H, M)) if per_head else \
             ops.broadcast_to(ops.reshape(weights, (weights.shape[0], M)), (B, M))

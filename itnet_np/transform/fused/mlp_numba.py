@@ -33,6 +33,8 @@ One task per (b, query chunk): query-side gradients belong to the task's rows, s
 to a per-chunk copy, W / W2 / b2 to per-task partial sums, all reduced at the end (no races, no
 N x M buffers; see chunks_for).
 """
+import math
+
 import numba as nb
 import numpy as np
 
@@ -142,11 +144,12 @@ def _forward_tile(a, b, x, y, WT, W2, b2, v, w, bi, i0, cfg, mask, out, stats):
                 if mode == 0:
                     mx = row[0]
                     for jj in range(1, TK):
-                        mx = max(mx, row[jj])
+                        r = row[jj]
+                        mx = r if (r > mx) | math.isnan(r) else mx  # NaN sticks (max() drops it)
                     if mx == -np.inf:
                         row[:] = 0
                         continue
-                    mnew = max(m[h, ii], mx)
+                    mnew = m[h, ii] if mx <= m[h, ii] else mx  # noqa: FURB136  (max() drops a NaN mx)
                     alpha[ii] = fexp(m[h, ii] - mnew)       # 0 on the first seen tile
                     m[h, ii] = mnew
                     for jj in range(TK):
@@ -169,7 +172,7 @@ def _forward_tile(a, b, x, y, WT, W2, b2, v, w, bi, i0, cfg, mask, out, stats):
         for ii in range(rows):
             i = i0 + ii
             if mode == 0:
-                good = l[h, ii] > 0
+                good = l[h, ii] != 0            # NaN propagates
                 stats[bi, h, i] = m[h, ii] + np.log(l[h, ii]) if good else -np.inf
             else:
                 good = mode == 2 or l[h, ii] != 0
@@ -331,7 +334,7 @@ def mlp_forward(a, b, x, y, W, W2, b2, v, w, act="gelu_tanh", causal=False, mask
     stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, ap.dtype)
     if N and M:
         run_tasks(_forward, B * (ap.shape[1] // TQ), ap, bp, xp, yp, WT, W2, b2, vp, wp, cfg, mask4,
-                  out, stats)
+                  out, stats, family="mlp forward")
     return out, stats
 
 
@@ -361,7 +364,7 @@ def mlp_backward(a, b, x, y, W, W2, b2, v, w, out, stats, dout, act="gelu_tanh",
         dd = np.zeros((B, H, N), dt) if cfg[5] == 2 else np.einsum("bhnc,bhnc->bhn", dout, out)
         run_tasks(_backward, tasks, ap, bp, xp, yp, W, WT, W2, b2, vp, wp, pad_rows(dout, 2, TQ),
                   pad_rows(dd, 2, TQ), pad_rows(stats, 2, TQ), chunks, cfg, mask4,
-                  (da, dx, db, dy, dv, dw, dW, dW2, db2))
+                  (da, dx, db, dy, dv, dw, dW, dW2, db2), family="mlp backward")
     return {"a": da[:, :N].copy(), "b": db.sum(0)[:, :M].copy(), "x": dx[:, :N].copy(),
             "y": dy.sum(0)[:, :M].copy(), "W": dW.sum(0), "W2": dW2.sum(0), "b2": db2.sum(0),
             "v": dv.sum(0)[:, :, :M].copy(), "w": dw.sum(0)[:, :, :M].reshape(wshape).copy()}

@@ -30,6 +30,7 @@ from ...autograd.primitive import primitive
 from ...errors import ConfigError
 from ..kernels.decay import DecayKernel
 from ..kernels.selective import SelectiveKernel
+from ._notice import announce
 from .engine_ops import Saved
 from .scan_numba import decay_backward, decay_forward, selective_backward, selective_forward
 
@@ -41,12 +42,21 @@ def _c(a):
     return np.ascontiguousarray(a)
 
 
+def _run(family, kernel, *args):
+    """kernel(*args) on C-contiguous arrays, with the first-compilation notice."""
+    args = tuple(_c(a) if isinstance(a, np.ndarray) else a for a in args)
+    announce(family, kernel, args)
+    return kernel(*args)
+
+
 def _selective_forward(loga, Bm, Cm, v, *, strict, saved):
-    return selective_forward(_c(loga), _c(Bm), _c(Cm), _c(v), strict)
+    return _run("selective scan forward", selective_forward, loga, Bm, Cm, v, strict)
 
 
 def _selective_vjp(argnum, g, out, loga, Bm, Cm, v, *, strict, saved):
-    return saved.grad(argnum, g, lambda: selective_backward(_c(loga), _c(Bm), _c(Cm), _c(v), _c(g), strict))
+    def backward():
+        return _run("selective scan backward", selective_backward, loga, Bm, Cm, v, g, strict)
+    return saved.grad(argnum, g, backward)
 
 
 _selective = primitive(_selective_forward, "scan_selective",
@@ -60,14 +70,14 @@ def selective_scan(loga, Bm, Cm, v, *, strict=False):
 
 
 def _decay_forward(v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict, saved):
-    return decay_forward(_c(v), _c(log_rate), _c(coef), _c(log_mod), _c(angle), _c(coef_re), _c(coef_im),
-                         strict)
+    return _run("decay scan forward", decay_forward, v, log_rate, coef, log_mod, angle, coef_re, coef_im,
+                strict)
 
 
 def _decay_vjp(argnum, g, out, v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict, saved):
     def backward():
-        return decay_backward(_c(v), _c(log_rate), _c(coef), _c(log_mod), _c(angle), _c(coef_re),
-                              _c(coef_im), _c(g), strict)
+        return _run("decay scan backward", decay_backward, v, log_rate, coef, log_mod, angle, coef_re,
+                    coef_im, g, strict)
     return saved.grad(argnum, g, backward)
 
 

@@ -19,11 +19,12 @@ integer-valued, sources sharing a position, position grids too large to linearis
 """
 import numpy as np
 
-from ...autograd.ops import concatenate, where
+from ...autograd.ops import concatenate
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
 from ...errors import ConfigError
 from ..kernels.stencil import StencilKernel
+from ..normalization import ratio_or_zero
 from .engine_ops import Saved
 from .stencil_numba import stencil_backward, stencil_forward
 
@@ -163,6 +164,5 @@ def run_stencil(kernel, proj, values, weights, mask, normalization):
         v = concatenate([values, ones], axis=-1)
     out = fused_stencil(kernel.table, w, v, idx)
     if normalization == "sum":
-        num, den = out[..., :-1], out[..., -1:]
-        out = num / where(raw(den) != 0, den, 1.0)
+        out = ratio_or_zero(out[..., :-1], out[..., -1:])
     return out

@@ -18,6 +18,7 @@ import numba as nb
 import numpy as np
 
 from ...errors import DTypeError, ShapeError
+from ._notice import announce
 
 __all__ = ["stencil_backward", "stencil_forward"]
 
@@ -97,6 +98,7 @@ def stencil_forward(idx, table, w, v):
     table, w, v = (np.ascontiguousarray(a) for a in (table, w, v))
     _check(idx, table, w, v)
     out = np.zeros(v.shape[:2] + (idx.shape[1], v.shape[3]), v.dtype)
+    announce("stencil forward", _forward, (idx, table, w, v, out))
     _forward(idx, table, w, v, out)
     return out
 
@@ -110,6 +112,7 @@ def stencil_backward(idx, table, w, v, g, want_w=True):
     dtable = np.zeros((B, H, table.shape[1]), v.dtype)
     dw = np.zeros((B, H, M) if want_w else (1, 1, 1), v.dtype)
     dv = np.zeros_like(v)
+    announce("stencil backward", _backward, (idx, table, w, v, g, dtable, dw, dv, bool(want_w)))
     _backward(idx, table, w, v, g, dtable, dw, dv, bool(want_w))
     dw_out = None
     if want_w:

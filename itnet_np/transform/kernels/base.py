@@ -22,9 +22,8 @@ from collections import namedtuple
 import numpy as np
 
 from ...autograd import ops
-from ...autograd.tensor import get_default_dtype
-from ...errors import ConfigError
 from ...nn.module import Module, Parameter
+from .._config import float_dtype, generator, integer
 
 Points = namedtuple("Points", ["features", "positions"])
 Points.__doc__ = """A point set: features (B, N, C) and positions (1 or B, N, D)."""
@@ -61,9 +60,7 @@ class Kernel(Module):
 
     def __init__(self, heads):
         super().__init__()
-        if int(heads) < 1:
-            raise ConfigError(f"{type(self).__name__}: heads must be >= 1, got {heads!r}")
-        self.heads = int(heads)
+        self.heads = integer(type(self).__name__, "heads", heads)
 
     def project(self, query, source):
         raise NotImplementedError
@@ -85,16 +82,10 @@ class Kernel(Module):
         return self.scores(self.project(query, query if source is None else source))
 
 
-def generator(rng):
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(rng)
-
-
 def new_parameter(shape, rng, dtype=None, scale=None, fan_in=None, value=None):
     """A Parameter of ``shape``: ``value`` if given (converted to dtype), else U(-b, b) with
     b = scale, or b = 1/sqrt(fan_in) (torch's Linear default), or zeros when both are None."""
-    dtype = np.dtype(dtype or get_default_dtype())
+    dtype = float_dtype("parameter", dtype)
     if value is not None:
         array = np.array(value, dtype=dtype)
         if array.shape != tuple(shape):

@@ -19,6 +19,7 @@ import numpy as np
 from ...autograd import ops
 from ...autograd.ops._util import raw
 from ...errors import ConfigError
+from .._config import flag, integer
 from .base import Kernel, Projection, generator, new_parameter
 
 
@@ -34,12 +35,14 @@ class DecayKernel(Kernel):
 
     def __init__(self, heads=1, real_modes=1, complex_modes=0, strict=False, rng=None, dtype=None):
         super().__init__(heads)
-        if real_modes < 0 or complex_modes < 0 or real_modes + complex_modes < 1:
-            raise ConfigError(f"DecayKernel: needs at least one mode, got real_modes={real_modes}, "
+        name = "DecayKernel"
+        nr, nc = integer(name, "real_modes", real_modes, 0), integer(name, "complex_modes", complex_modes, 0)
+        if nr + nc < 1:
+            raise ConfigError(f"{name}: needs at least one mode, got real_modes={real_modes}, "
                               f"complex_modes={complex_modes}")
-        rng = generator(rng)
-        H, nr, nc = self.heads, int(real_modes), int(complex_modes)
-        self.strict = bool(strict)
+        rng = generator(rng, name)
+        H = self.heads
+        self.strict = flag(name, "strict", strict)
         self.real_modes, self.complex_modes = nr, nc
         unit = 1.0 / np.sqrt(nr + nc)
         if nr:

@@ -11,6 +11,7 @@ import math
 
 from ...autograd import ops
 from ...errors import ConfigError
+from .._config import flag, integer, number, optional_integer
 from .base import Kernel, Projection, check_features, generator, query_key_parameters, split_heads
 from .relative import RelativeBias
 
@@ -28,19 +29,22 @@ class DotProductKernel(Kernel):
                  bias=False, position_bias=None, num_buckets=32, max_distance=128, bidirectional=True,
                  rng=None, dtype=None):
         super().__init__(heads)
-        rng = generator(rng)
-        self.in_features = int(in_features)
-        self.query_features = int(query_features or in_features)
+        name = "DotProductKernel"
+        rng = generator(rng, name)
+        self.in_features = integer(name, "in_features", in_features)
+        self.query_features = optional_integer(name, "query_features", query_features) or self.in_features
         if head_dim is None:
             if self.in_features % self.heads:
-                raise ConfigError(f"DotProductKernel: in_features={in_features} is not divisible by "
+                raise ConfigError(f"{name}: in_features={in_features} is not divisible by "
                                   f"heads={heads}; pass head_dim explicitly")
             head_dim = self.in_features // self.heads
-        self.head_dim = int(head_dim)
-        self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else float(scale)
-        query_key_parameters(self, self.heads * self.head_dim, rng, dtype, bias)
+        self.head_dim = integer(name, "head_dim", head_dim)
+        self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else number(name, "scale", scale)
+        if not math.isfinite(self.scale):
+            raise ConfigError(f"{name}: scale must be finite, got {scale!r}")
+        query_key_parameters(self, self.heads * self.head_dim, rng, dtype, flag(name, "bias", bias))
         self.position_bias = None if position_bias is None else RelativeBias(
-            position_bias, heads, num_buckets, max_distance, bidirectional, rng, dtype)
+            position_bias, self.heads, num_buckets, max_distance, bidirectional, rng, dtype)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, heads={self.heads}, head_dim={self.head_dim}, "

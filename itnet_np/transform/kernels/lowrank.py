@@ -2,13 +2,14 @@
 
     s^h_ij = phi(W_q^h f_i + b_q^h) . psi(W_k^h f_j + b_k^h)        (rank r = feature_dim per head)
 
-phi, psi are named activations (see activations.py), e.g. 'elu+1' (Katharopoulos et al. 2020), or
+phi, psi are named activations (itnet_np.nn.functional.activations.ACTIVATIONS), e.g. 'elu+1' (Katharopoulos et al. 2020), or
 callables. With normalization='sum' and a causal support this is causal linear attention; because the
 score is a rank-r inner product, sum_j s_ij v_j = phi_i . (sum_j psi_j v_j^T) can be evaluated in
 O((N + M) r d) (prefix sums when causal); the dense backend forms the scores.
 """
 from ...autograd import ops
-from .activations import resolve
+from ...nn.functional.activations import get_activation
+from .._config import flag, integer, optional_integer
 from .base import Kernel, Projection, check_features, generator, query_key_parameters, split_heads
 
 
@@ -24,14 +25,15 @@ class LowRankKernel(Kernel):
     def __init__(self, in_features, heads=1, feature_dim=None, query_features=None,
                  feature_map="elu+1", key_feature_map=None, bias=False, rng=None, dtype=None):
         super().__init__(heads)
-        rng = generator(rng)
-        self.in_features = int(in_features)
-        self.query_features = int(query_features or in_features)
-        self.feature_dim = int(feature_dim or max(self.in_features // self.heads, 1))
-        self.feature_map_name, self.phi = resolve(feature_map, "LowRankKernel feature_map")
-        self.key_feature_map_name, self.psi = resolve(
+        name = "LowRankKernel"
+        rng = generator(rng, name)
+        self.in_features = integer(name, "in_features", in_features)
+        self.query_features = optional_integer(name, "query_features", query_features) or self.in_features
+        self.feature_dim = optional_integer(name, "feature_dim", feature_dim) or max(self.in_features // self.heads, 1)
+        self.feature_map_name, self.phi = get_activation(feature_map, "LowRankKernel feature_map")
+        self.key_feature_map_name, self.psi = get_activation(
             feature_map if key_feature_map is None else key_feature_map, "LowRankKernel key_feature_map")
-        query_key_parameters(self, self.heads * self.feature_dim, rng, dtype, bias)
+        query_key_parameters(self, self.heads * self.feature_dim, rng, dtype, flag(name, "bias", bias))
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, heads={self.heads}, feature_dim={self.feature_dim}, "

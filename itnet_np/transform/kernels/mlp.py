@@ -28,7 +28,8 @@ from ...autograd import ops
 from ...autograd.backend import xp_of
 from ...autograd.ops._util import raw as _raw
 from ...errors import ConfigError
-from .activations import resolve
+from ...nn.functional.activations import get_activation
+from .._config import flag, integer, number, optional_integer
 from .base import Kernel, Projection, check_features, generator, new_parameter
 
 INPUTS = ("dp", "dist2", "fourier", "prod", "fi", "fj")
@@ -49,32 +50,39 @@ class MLPKernel(Kernel):
                  query_features=None, fourier=0, frequencies=None, frequency_scale=1.0,
                  learn_frequencies=False, product_rank=None, activation="silu", rng=None, dtype=None):
         super().__init__(heads)
-        inputs = tuple(inputs)
+        name = "MLPKernel"
+        inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
         unknown = [i for i in inputs if i not in INPUTS]
-        if unknown or not inputs:
-            raise ConfigError(f"MLPKernel: inputs must be a non-empty subset of {INPUTS}, got {inputs}")
-        rng = generator(rng)
-        self.in_features = int(in_features)
-        self.query_features = int(query_features or in_features)
-        self.position_dim = int(position_dim)
-        self.hidden = int(hidden)
+        if unknown or not inputs or len(set(inputs)) != len(inputs):
+            raise ConfigError(f"{name}: inputs must be a non-empty subset of {INPUTS} (no repeats), "
+                              f"got {inputs}")
+        rng = generator(rng, name)
+        self.in_features = integer(name, "in_features", in_features)
+        self.query_features = optional_integer(name, "query_features", query_features) or self.in_features
+        self.position_dim = integer(name, "position_dim", position_dim)
+        self.hidden = integer(name, "hidden", hidden)
         self.inputs = tuple(i for i in INPUTS if i in inputs)
-        self.activation_name, self.activation = resolve(activation, "MLPKernel activation")
+        self.activation_name, self.activation = get_activation(activation, f"{name} activation")
+        fourier = integer(name, "fourier", fourier, 0)
+        frequency_scale = number(name, "frequency_scale", frequency_scale, minimum=0.0)
+        learn_frequencies = flag(name, "learn_frequencies", learn_frequencies)
+        product_rank = optional_integer(name, "product_rank", product_rank)
         D = self.position_dim
         if "fourier" in inputs:
             if frequencies is None:
-                if int(fourier) < 1:
-                    raise ConfigError("MLPKernel: 'fourier' input needs fourier=F >= 1 or frequencies (F, D)")
-                frequencies = rng.normal(0.0, frequency_scale, size=(int(fourier), D))
-            if np.ndim(frequencies) != 2 or np.shape(frequencies)[1] != D:
-                raise ConfigError(f"MLPKernel: frequencies must be (F, {D}), got {np.shape(frequencies)}")
+                if fourier < 1:
+                    raise ConfigError(f"{name}: 'fourier' input needs fourier=F >= 1 or frequencies (F, D)")
+                frequencies = rng.normal(0.0, frequency_scale, size=(fourier, D))
+            if np.ndim(frequencies) != 2 or np.shape(frequencies)[1] != D or not np.shape(frequencies)[0]:
+                raise ConfigError(f"{name}: frequencies must be (F, {D}) with F >= 1, got shape "
+                                  f"{np.shape(frequencies)}")
             freq = new_parameter(np.shape(frequencies), rng, dtype, value=frequencies)
             if learn_frequencies:
                 self.frequencies = freq
             else:
                 self.register_buffer("frequencies", freq.data)
         n_freq = self.frequencies.shape[0] if "fourier" in inputs else 0
-        rank = int(product_rank or self.in_features) if "prod" in inputs else 0
+        rank = (product_rank or self.in_features) if "prod" in inputs else 0
         widths = {"dp": D, "dist2": 1, "fourier": 2 * n_freq, "prod": rank,
                   "fi": self.query_features, "fj": self.in_features}
         self.layout, start = {}, 0

@@ -19,6 +19,7 @@ from ...autograd import ops
 from ...autograd.backend import xp_of
 from ...errors import ConfigError
 from ...nn.module import Module
+from .._config import flag, integer
 from ..positions import integer_offsets
 from .base import generator, new_parameter
 
@@ -75,10 +76,17 @@ class RelativeBias(Module):
     def __init__(self, kind, heads, num_buckets=32, max_distance=128, bidirectional=True, rng=None,
                  dtype=None):
         super().__init__()
-        if kind not in KINDS:
+        if not isinstance(kind, str) or kind not in KINDS:
             raise ConfigError(f"position_bias: unknown kind {kind!r}; expected one of {KINDS} or None")
-        self.kind, self.heads = kind, int(heads)
-        self.num_buckets, self.max_distance, self.bidirectional = int(num_buckets), int(max_distance), bidirectional
+        name = f"RelativeBias({kind!r})"
+        self.kind, self.heads = kind, integer(name, "heads", heads)
+        self.bidirectional = flag(name, "bidirectional", bidirectional)
+        self.num_buckets = integer(name, "num_buckets", num_buckets, 4 if self.bidirectional else 2)
+        self.max_distance = integer(name, "max_distance", max_distance, 0 if kind == "learned" else 1)
+        exact = self.num_buckets // (2 if self.bidirectional else 1) // 2
+        if kind == "t5" and self.max_distance <= exact:
+            raise ConfigError(f"{name}: max_distance must exceed the {exact} exact buckets (num_buckets="
+                              f"{self.num_buckets}, bidirectional={self.bidirectional}), got {max_distance!r}")
         if kind == "alibi":
             self.register_buffer("slopes", new_parameter((heads,), None, dtype, value=alibi_slopes(heads)).data)
         else:

@@ -15,7 +15,7 @@ reference accepts any A). The kernel contributes the quadrature weight w^h_s = D
 
 exactly Mamba's ``selective_scan_ref`` (ZOH for A, Euler for B: the Delta B u term). With
 ``delta_as_weight=False`` the step sizes drive the clock only and w_s = 1: Mamba-2's SSD,
-Y = (L o C B^T) X with L_ts = exp(sum_{r=s+1}^t a_r), a_r = A Delta_r (theory.md §12).
+Y = (L o C B^T) X with L_ts = exp(sum_{r=s+1}^t a_r), a_r = A Delta_r (docs/theory.md §10).
 
 Stability. The exponent is always a clock DIFFERENCE, set to 0 on masked (t < s) pairs before exp:
 exp(A tau_t) and exp(-A tau_s) are never formed (the latter overflows for long sequences, A << 0).
@@ -32,6 +32,7 @@ from ...autograd import ops
 from ...autograd.backend import xp_of
 from ...autograd.ops._util import raw
 from ...errors import ConfigError
+from .._config import flag, integer
 from .base import Kernel, Projection, check_features, generator, new_parameter
 
 
@@ -51,18 +52,20 @@ class SelectiveKernel(Kernel):
     def __init__(self, in_features, heads, state_dim=16, dt_softplus=True, A=None, direct_A=False,
                  delta_as_weight=True, rng=None, dtype=None):
         super().__init__(heads)
-        rng = generator(rng)
-        self.in_features, self.state_dim = int(in_features), int(state_dim)
-        self.dt_softplus, self.direct_A = bool(dt_softplus), bool(direct_A)
-        self.delta_as_weight = bool(delta_as_weight)
+        name = "SelectiveKernel"
+        rng = generator(rng, name)
+        self.in_features = integer(name, "in_features", in_features)
+        self.state_dim = integer(name, "state_dim", state_dim)
+        self.dt_softplus, self.direct_A = flag(name, "dt_softplus", dt_softplus), flag(name, "direct_A", direct_A)
+        self.delta_as_weight = flag(name, "delta_as_weight", delta_as_weight)
         H, S, C = self.heads, self.state_dim, self.in_features
         if A is None:
             A = -np.broadcast_to(np.arange(1, S + 1, dtype=np.float64), (H, S))
         A = np.asarray(A, dtype=np.float64)
-        if A.shape != (H, S) or (not self.direct_A and np.any(A >= 0)):
-            raise ConfigError(f"SelectiveKernel: A must be ({H}, {S}) with every entry < 0 (or pass "
+        if A.shape != (H, S) or not np.isfinite(A).all() or (not self.direct_A and np.any(A >= 0)):
+            raise ConfigError(f"{name}: A must be ({H}, {S}), finite, with every entry < 0 (or pass "
                               f"direct_A=True for any real A), got shape {A.shape}"
-                              + ("" if A.shape != (H, S) else " with entries >= 0"))
+                              + ("" if A.shape != (H, S) else " with entries >= 0 or not finite"))
         self.W_dt = new_parameter((H, C), rng, dtype, fan_in=C)
         self.b_dt = new_parameter((H,), rng, dtype, value=np.log(np.expm1(rng.uniform(1e-3, 1e-1, H))))
         self.W_B = new_parameter((S, C), rng, dtype, fan_in=C)

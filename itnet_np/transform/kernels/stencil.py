@@ -17,6 +17,7 @@ import numpy as np
 from ...autograd import ops
 from ...autograd.backend import xp_of
 from ...errors import ConfigError
+from .._config import integer
 from ..positions import relative_offsets
 from .base import Kernel, Projection, generator, new_parameter
 
@@ -39,19 +40,21 @@ class StencilKernel(Kernel):
     """
 
     def __init__(self, offsets, heads=None, table=None, rng=None, dtype=None):
+        name = "StencilKernel"
         offsets = np.asarray(offsets)
         if offsets.ndim == 1:
             offsets = offsets[:, None]
-        if offsets.ndim != 2 or offsets.shape[0] < 1 or np.any(offsets != np.rint(offsets)):
-            raise ConfigError(f"StencilKernel: offsets must be integers of shape (T,) or (T, D), "
+        if offsets.dtype.kind not in "iuf" or offsets.ndim != 2 or 0 in offsets.shape \
+                or np.any(offsets != np.rint(offsets)):
+            raise ConfigError(f"{name}: offsets must be integers of shape (T,) or (T, D), T, D >= 1, "
                               f"got {offsets.tolist()!r}")
         taps = offsets.shape[0]
         if table is None and heads is None:
             table = np.eye(taps)
-        heads = int(heads) if heads is not None else np.shape(table)[0]
+        heads = integer(name, "heads", heads) if heads is not None else np.shape(table)[0]
         super().__init__(heads)
         self.position_dim = offsets.shape[1]
-        self.table = new_parameter((heads, taps), generator(rng), dtype, value=table,
+        self.table = new_parameter((heads, taps), generator(rng, name), dtype, value=table,
                                    fan_in=None if table is not None else taps)
         self.register_buffer("offsets", offsets.astype(self.table.dtype))
 
