@@ -22,6 +22,7 @@ from itnet_np.transform.fused.engine_ops import ATTENTION_OP
 sdpa = S.scaled_dot_product_attention
 F64, F32 = np.float64, np.float32
 TOL = {F64: 1e-10, F32: 1e-4}
+FLOOR = {F64: 1e-3, F32: 1e-1}
 
 
 def qkv(rng, B, H, N, M, d, dv, dtype=F64, scale=1.0):
@@ -57,7 +58,9 @@ def assert_backends_agree(q, k, v, dtype, rng, mask=None, **kw):
     for out, _ in (dense, fused):
         assert out.dtype == dtype
         assert rel(out, ref) <= TOL[dtype]
-    floor = max(1e-3 * max(float(np.abs(g).max(initial=0)) for g in dense[1]), 1e-300)
+    # an exactly-zero gradient (dq when M = 1) is compared against the other gradients' scale; in
+    # float32 the fused rounding there is ~eps |dout| |v| |k|, so the floor is 10% of that scale
+    floor = max(FLOOR[dtype] * max(float(np.abs(g).max(initial=0)) for g in dense[1]), 1e-300)
     for a, b in zip(dense[1], fused[1]):
         assert a.dtype == b.dtype == dtype and rel(b, a, floor) <= TOL[dtype]
     return dense, fused
