@@ -144,7 +144,7 @@ class IntegralTransform(Module):
         if self.normalization == "softmax":
             check_softmax_weights(w)
             if bias is not None:                          # -inf logits exclude a pair: a mask, not -inf
-                excluded = xp_of(_data(bias)).isneginf(_data(bias))
+                excluded = _data(bias) == -np.inf         # (NaN stays: it propagates)
                 if excluded.any():
                     keep = combine_masks(keep, ~excluded)
                     bias = ops.where(excluded, 0.0, bias)

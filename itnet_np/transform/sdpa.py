@@ -24,7 +24,6 @@ import math
 import numpy as np
 
 from ..autograd import ops
-from ..autograd.backend import xp_of
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, DTypeError, ShapeError, describe
 from .normalization import transform_matrix
@@ -106,7 +105,7 @@ def _split_mask(mask, full, dtype):
         raise DTypeError(f"scaled_dot_product_attention: a float attn_mask must be {dtype} like q, got "
                          f"{describe(data)} (bool masks: True = attend)")
     bias = ops.reshape(mask, shape4) if data.ndim < 4 else mask
-    excluded = xp_of(data).isneginf(data).reshape(shape4)
+    excluded = (data == -np.inf).reshape(shape4)           # NaN entries stay and propagate
     if not excluded.any():
         return None, bias
     return ~excluded, ops.where(excluded, 0.0, bias)
