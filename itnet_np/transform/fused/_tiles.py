@@ -9,7 +9,8 @@ results in the normal range. Results below the smallest normal (x < -708 in floa
 float32) are flushed to exactly 0, so x = -inf gives 0; x is clamped above, so +inf never appears;
 NaN gives NaN (a NaN logit or weight is never mistaken for an excluded pair).
 
-Activations: relu, gelu_tanh, silu, tanh (codes in ACTIVATIONS) and their derivatives, via fexp.
+Activations: relu, gelu_tanh, silu, tanh (codes in ACTIVATIONS; the names and formulas are those of
+itnet_np.nn.functional.activations.ACTIVATIONS, relu'(0) = 0) and their derivatives, via fexp.
 
 Threads: ``run_tasks`` spreads nogil kernel tasks over numba.get_num_threads() Python threads and
 holds the BLAS (the tiles' gemms) at one thread meanwhile.

@@ -2,10 +2,11 @@
 
     s^h_ij = phi(W_q^h f_i + b_q^h) . psi(W_k^h f_j + b_k^h)        (rank r = feature_dim per head)
 
-phi, psi are named activations (itnet_np.nn.functional.activations.ACTIVATIONS), e.g. 'elu+1' (Katharopoulos et al. 2020), or
-callables. With normalization='sum' and a causal support this is causal linear attention; because the
-score is a rank-r inner product, sum_j s_ij v_j = phi_i . (sum_j psi_j v_j^T) can be evaluated in
-O((N + M) r d) (prefix sums when causal); the dense backend forms the scores.
+phi, psi are named activations (itnet_np.nn.functional.activations.ACTIVATIONS), e.g. 'elu+1'
+(Katharopoulos et al. 2020), or callables. With normalization='sum' and a causal support this is
+causal linear attention; because the score is a rank-r inner product, sum_j s_ij v_j =
+phi_i . (sum_j psi_j v_j^T) can be evaluated in O((N + M) r d) (prefix sums when causal); the dense
+backend forms the scores.
 """
 from ...autograd import ops
 from ...nn.functional.activations import get_activation

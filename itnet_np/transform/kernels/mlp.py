@@ -38,7 +38,9 @@ INPUTS = ("dp", "dist2", "fourier", "prod", "fi", "fj")
 class MLPKernel(Kernel):
     """``MLPKernel(in_features, heads=1, hidden=32, inputs=('dp', 'fi', 'fj'), position_dim=1,
     query_features=None, fourier=0, frequencies=None, frequency_scale=1.0, learn_frequencies=False,
-    product_rank=None, activation='silu', rng=None, dtype=None)``.
+    product_rank=None, activation='silu', rng=None, dtype=None)``; ``activation`` is a name in
+    itnet_np.nn.functional.activations.ACTIVATIONS (the fused backend runs 'relu', 'gelu_tanh', 'silu',
+    'tanh') or a callable (dense only).
 
     Parameters: ``W1`` (hidden, Z), ``b1`` (hidden,), ``P`` / ``Q`` (product_rank, C) when 'prod' is
     used, ``W2`` (heads, hidden), ``b2`` (heads,), and ``frequencies`` (F, D) (a Parameter when
