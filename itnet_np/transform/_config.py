@@ -40,6 +40,13 @@ def flag(owner, arg, value):
     return bool(value)
 
 
+def choice(owner, arg, value, options):
+    """``value`` if it is one of ``options``."""
+    if not isinstance(value, str) or value not in options:
+        raise ConfigError(f"{owner}: {arg} must be one of {tuple(options)}, got {value!r}")
+    return value
+
+
 def float_dtype(owner, dtype):
     """None (the default dtype) or float32 / float64 as a NumPy dtype."""
     if dtype is None:

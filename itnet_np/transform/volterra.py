@@ -28,7 +28,7 @@ from ..autograd.ops._util import raw
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError, describe
 from ..nn.module import Module
-from ._config import flag, integer
+from ._config import choice, flag, integer
 from .kernels.stencil import StencilKernel
 from .operator import IntegralTransform
 from .positions import as_positions
@@ -75,8 +75,7 @@ class Volterra(Module):
         from ``initial`` (B, T, Cy), default zeros). ``return_iterates`` (Picard): also return the
         list [y^(1), ..., y^(k)]. ``cell``: Phi for this call (default: the constructor's). T = 0
         gives an empty y (B, 0, Cy) for both methods."""
-        if method not in METHODS:
-            raise ConfigError(f"Volterra: unknown method {method!r}; expected one of {METHODS}")
+        choice("Volterra", "method", method, METHODS)
         return_iterates = flag("Volterra", "return_iterates", return_iterates)
         cell = self.cell if cell is None else cell
         if not callable(cell):

@@ -131,7 +131,7 @@ def test_volterra_call_arguments():
     x = np.ones((1, 3, 2))
     with pytest.raises(ConfigError, match=r"Volterra: iterations must be an int >= 0, got 2\.5"):
         solver(x, method="picard", iterations=2.5)
-    with pytest.raises(ConfigError, match=r"Volterra: unknown method 'x'; expected one of \('substitution', 'picard'\)"):
+    with pytest.raises(ConfigError, match=r"Volterra: method must be one of \('substitution', 'picard'\), got 'x'"):
         solver(x, method="x")
 
 
