@@ -10,11 +10,15 @@ Measurements
   backward, reported in microseconds per op;
 - mlp: one SGD training step (forward, cross-entropy, backward, update) of 784-256-10, batch 128;
 - block: one Adam-free SGD step of a pre-LayerNorm transformer block (d=128, 4 heads, MLP 4d with
-  tanh-GELU), N=128 tokens, batch 16, float32.
+  tanh-GELU), N=128 tokens, batch 16, float32; itnet-np runs it twice, with its fused CPU kernels
+  (nn/functional/_cpu_kernels.py) and with the plain NumPy passes they replace;
+- pieces (--pieces): each fused kernel of the block step against its NumPy reference and torch's
+  op, on the block's shapes.
 """
 import argparse
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -77,8 +81,9 @@ def itnet_mlp(data):
     return step
 
 
-def itnet_block(data):
+def itnet_block(data, kernels=True):
     import itnet_np as itn
+    from itnet_np.nn.functional import _fast
     F = itn.nn.functional
     X, params = data
     P = {k: itn.tensor(v, requires_grad=True) for k, v in params.items()}
@@ -87,15 +92,16 @@ def itnet_block(data):
     dh = D // H
 
     def step():
+        _fast.ENABLED = kernels
         h = F.layer_norm(X, (D,), P["ln1_w"], P["ln1_b"])
-        qkv = h @ P["w_qkv"].T + P["b_qkv"]
+        qkv = F.linear(h, P["w_qkv"], P["b_qkv"])
         qkv = qkv.reshape(B, N, 3, H, dh).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         att = F.softmax(q @ k.swapaxes(-1, -2) * (1.0 / math.sqrt(dh)), axis=-1)
         o = (att @ v).transpose(0, 2, 1, 3).reshape(B, N, D)
-        x1 = X + o @ P["w_o"].T + P["b_o"]
+        x1 = X + F.linear(o, P["w_o"], P["b_o"])
         h2 = F.layer_norm(x1, (D,), P["ln2_w"], P["ln2_b"])
-        m = F.gelu(h2 @ P["w_1"].T + P["b_1"], approximate="tanh") @ P["w_2"].T + P["b_2"]
+        m = F.linear(F.gelu(F.linear(h2, P["w_1"], P["b_1"]), approximate="tanh"), P["w_2"], P["b_2"])
         loss = ((x1 + m) ** 2).mean()
         for p in P.values():
             p.grad = None
@@ -224,13 +230,13 @@ def torch_block(data):
 
     def step():
         h = F.layer_norm(Xt, (D,), P["ln1_w"], P["ln1_b"])
-        qkv = (h @ P["w_qkv"].T + P["b_qkv"]).reshape(B, N, 3, H, dh).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(h, P["w_qkv"], P["b_qkv"]).reshape(B, N, 3, H, dh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)
         o = (att @ v).permute(0, 2, 1, 3).reshape(B, N, D)
-        x1 = Xt + o @ P["w_o"].T + P["b_o"]
+        x1 = Xt + F.linear(o, P["w_o"], P["b_o"])
         h2 = F.layer_norm(x1, (D,), P["ln2_w"], P["ln2_b"])
-        m = F.gelu(h2 @ P["w_1"].T + P["b_1"], approximate="tanh") @ P["w_2"].T + P["b_2"]
+        m = F.linear(F.gelu(F.linear(h2, P["w_1"], P["b_1"]), approximate="tanh"), P["w_2"], P["b_2"])
         loss = ((x1 + m) ** 2).mean()
         for p in P.values():
             p.grad = None
@@ -268,11 +274,91 @@ def available(name):
         return False
 
 
+# ----------------------------------------------------------------------------- kernel pieces
+def pieces(data, rep):
+    """Median ms of each fused kernel of the block step, of its NumPy reference (kernels off) and
+    of torch's op, on the block's shapes: {piece: {"kernel": ms, "numpy": ms, "torch": ms}}."""
+    import importlib
+    from itnet_np.nn.functional import _fast
+    A, S, N = (importlib.import_module("itnet_np.nn.functional." + m) for m in ("activations", "softmax", "normalization"))
+    X, params = data
+    B, T, D = X.shape
+    rng = np.random.default_rng(1)
+    f32 = np.float32
+    u = rng.standard_normal((B, T, 4 * D)).astype(f32)       # MLP hidden pre-activation
+    s = rng.standard_normal((B, 4, T, T)).astype(f32)        # attention logits
+    w, b = params["ln1_w"] + 0.5, params["ln1_b"] + 0.1
+    gu, gs, gx = (rng.standard_normal(a.shape).astype(f32) for a in (u, s, X))
+    y = S._softmax(s, 3)
+    cases = {
+        "gelu fwd": (lambda: A._gelu(u, "tanh"), ("gelu", u)),
+        "gelu bwd": (lambda: A._gelu_tanh_grad_raw(gu, u), ("gelu_bwd", gu, u)),
+        "softmax fwd": (lambda: S._softmax(s, 3), ("softmax", s)),
+        "softmax bwd": (lambda: S._softmax_vjp(gs, y, s, 3), ("softmax_bwd", gs, y)),
+        "layer_norm fwd": (lambda: N._layer_norm(X, w, b, (2,), 1e-5), ("layer_norm", X, w, b)),
+        "layer_norm bwd (dx, dw, db)": (lambda: (N._layer_norm_dx(gx, None, X, w, b, (2,), 1e-5),
+                                                 N._layer_norm_dweight(gx, None, X, w, b, (2,), 1e-5),
+                                                 N.sum_rows(gx, (D,))), ("layer_norm_bwd", gx, X, w, b)),
+    }
+    torch_ops = _torch_pieces() if available("torch") else {}
+    out = {}
+    for name, (fn, (key, *arrays)) in cases.items():
+        r = {}
+        for label, on in (("numpy", False), ("kernel", True)):
+            _fast.ENABLED = on
+            r[label] = timeit(fn, repeat=rep)[0] * 1e3
+        _fast.ENABLED = True
+        if key in torch_ops:
+            r["torch"] = timeit(torch_ops[key](*arrays), repeat=rep)[0] * 1e3
+        out[name] = r
+    return out
+
+
+def _torch_pieces():
+    import torch
+    F = torch.nn.functional
+    t = torch.from_numpy
+    return {
+        "gelu": lambda u: lambda: F.gelu(t(u), approximate="tanh"),
+        "gelu_bwd": lambda g, u: lambda: torch.ops.aten.gelu_backward(t(g), t(u), approximate="tanh"),
+        "softmax": lambda s: lambda: torch.softmax(t(s), -1),
+        "softmax_bwd": lambda g, y: lambda: torch.ops.aten._softmax_backward_data(t(g), t(y), -1, torch.float32),
+        "layer_norm": lambda x, w, b: lambda: F.layer_norm(t(x), (x.shape[-1],), t(w), t(b)),
+        "layer_norm_bwd": lambda g, x, w, b: _torch_ln_bwd(torch, t(g), t(x), t(w), t(b)),
+    }
+
+
+def _torch_ln_bwd(torch, g, x, w, b):
+    n = (x.shape[-1],)
+    _, mean, rstd = torch.ops.aten.native_layer_norm(x, n, w, b, 1e-5)
+    return lambda: torch.ops.aten.native_layer_norm_backward(g, x, n, mean, rstd, w, b, [True, True, True])
+
+
+# ----------------------------------------------------------------------------- driver
+def block_steps(impls, data, rounds):
+    """Median step time (ms) of each block implementation, measured in interleaved rounds (one
+    step of each per round), so that a change of load on the machine hits all of them alike."""
+    steps = {name: make(data) for name, make in impls.items()}
+    for fn in steps.values():  # warm-up (and the kernels' first compilation)
+        for _ in range(3):
+            fn()
+    samples = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) * 1e3 for name, v in samples.items()}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    ap.add_argument("--only", default="chain,mlp,block",
+                    help="comma-separated measurements among chain, mlp, block, pieces (default: the first three)")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "engine.json"))
     args = ap.parse_args(argv)
+    only = set(args.only.split(","))
     rep = 5 if args.quick else 30
     if available("torch"):
         import torch
@@ -283,35 +369,54 @@ def main(argv=None):
         frameworks["HIPS autograd"] = (hips_chain, hips_mlp, hips_block)
     if available("torch"):
         frameworks["torch"] = (torch_chain, torch_mlp, torch_block)
-    results = {}
-    for name, (chain, mlp, block) in frameworks.items():
-        log(f"[{name}] chain")
-        fwd, bwd = chain()
-        fwd_only, bwd_only = [], []
-        for _ in range(rep + 2):
-            t0 = time.perf_counter()
-            fwd()
-            t1 = time.perf_counter()
-            bwd()
-            fwd_only.append(t1 - t0)
-            bwd_only.append(time.perf_counter() - t1)
-        r = {"chain_fwd_us_per_op": min(fwd_only) / CHAIN * 1e6, "chain_bwd_us_per_op": min(bwd_only) / CHAIN * 1e6}
-        log(f"[{name}] mlp step")
-        r["mlp_step_ms"] = timeit(mlp(mlp_data), repeat=rep)[0] * 1e3
-        log(f"[{name}] transformer block step")
-        r["block_step_ms"] = timeit(block(block_data), repeat=max(3, rep // 3))[0] * 1e3
-        results[name] = r
-    ours = results["itnet-np"]
+    load = [os.getloadavg()[0]]
+    results = {name: {} for name in frameworks}
+    for name, (chain, mlp, _) in frameworks.items():
+        r = results[name]
+        if "chain" in only:
+            log(f"[{name}] chain")
+            fwd, bwd = chain()
+            fwd_only, bwd_only = [], []
+            for _ in range(rep + 2):
+                t0 = time.perf_counter()
+                fwd()
+                t1 = time.perf_counter()
+                bwd()
+                fwd_only.append(t1 - t0)
+                bwd_only.append(time.perf_counter() - t1)
+            r["chain_fwd_us_per_op"] = min(fwd_only) / CHAIN * 1e6
+            r["chain_bwd_us_per_op"] = min(bwd_only) / CHAIN * 1e6
+        if "mlp" in only:
+            log(f"[{name}] mlp step")
+            r["mlp_step_ms"] = timeit(mlp(mlp_data), repeat=rep)[0] * 1e3
+    if "block" in only:
+        log("transformer block step, all frameworks in interleaved rounds")
+        impls = {name: fw[2] for name, fw in frameworks.items()}
+        impls["itnet-np, NumPy passes"] = lambda data: itnet_block(data, kernels=False)
+        for name, ms in block_steps(impls, block_data, max(5, rep // 2)).items():
+            results.setdefault(name, {})["block_step_ms"] = ms
     rows = []
+    ours = results["itnet-np"]
     for name, r in results.items():
-        ratio = "" if name == "itnet-np" else " (itnet/peer: fwd {:.2f}, bwd {:.2f}, mlp {:.2f}, block {:.2f})".format(
-            ours["chain_fwd_us_per_op"] / r["chain_fwd_us_per_op"], ours["chain_bwd_us_per_op"] / r["chain_bwd_us_per_op"],
-            ours["mlp_step_ms"] / r["mlp_step_ms"], ours["block_step_ms"] / r["block_step_ms"])
-        rows.append([name + ratio, f"{r['chain_fwd_us_per_op']:.2f} / {r['chain_bwd_us_per_op']:.2f} µs",
-                     f"{r['mlp_step_ms']:.2f} ms", f"{r['block_step_ms']:.1f} ms"])
-    table = markdown_table(["framework", "tiny-op fwd / bwd", "MLP step (median)", "block step (median)"], rows)
-    print(table)
-    write_json(args.json, {"machine": machine(), "results": results})
+        ratios = [f"{key.split('_')[0]} {ours[key] / r[key]:.2f}" for key in
+                  ("chain_fwd_us_per_op", "chain_bwd_us_per_op", "mlp_step_ms", "block_step_ms")
+                  if name != "itnet-np" and key in r and key in ours]
+        rows.append([name + (f" (itnet/peer: {', '.join(ratios)})" if ratios else ""),
+                     f"{r['chain_fwd_us_per_op']:.2f} / {r['chain_bwd_us_per_op']:.2f} µs" if "chain_fwd_us_per_op" in r else "",
+                     f"{r['mlp_step_ms']:.2f} ms" if "mlp_step_ms" in r else "",
+                     f"{r['block_step_ms']:.1f} ms" if "block_step_ms" in r else ""])
+    print(markdown_table(["framework", "tiny-op fwd / bwd", "MLP step (median)", "block step (median)"], rows))
+    out = {"machine": machine(), "results": results}
+    if "pieces" in only:
+        log("block pieces: fused kernel, NumPy reference, torch")
+        out["pieces_ms"] = pieces(block_data, rep)
+        print(markdown_table(["piece", "NumPy passes", "fused kernel", "torch"],
+                             [[k, f"{v['numpy']:.2f} ms", f"{v['kernel']:.2f} ms",
+                               f"{v['torch']:.2f} ms" if "torch" in v else ""] for k, v in out["pieces_ms"].items()]))
+    load.append(os.getloadavg()[0])
+    out["load_average_1min"] = load
+    print(f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}")
+    write_json(args.json, out)
     log(f"wrote {args.json}")
 
 

@@ -6,12 +6,15 @@ Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the n
 import math
 import numbers
 
+import numpy as np
+
 from ...autograd.backend import is_cupy, xp_of
 from ...autograd.ops import exp, sin, tanh, where
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
 from ...autograd.tensor import Tensor
 from ...errors import ConfigError
+from ._fast import kernels
 
 
 def _mask(condition, x):
@@ -110,40 +113,63 @@ _K = math.sqrt(2.0 / math.pi)  # tanh approximation: u = K (x + C x^3)
 _C = 0.044715
 
 
-def _tanh_of_u(x, xp):
-    """tanh(u), u = K (x + C x^3), computed in place in one buffer (x is not modified)."""
+# The raw tanh form is written as a sigmoid: x/2 (1 + tanh u) = x s(z) = x / (1 + e^-z), z = 2u =
+# x (_A + _B x^2). Same function, but 1 + tanh(u) cancels for u << 0 (in float32 it is 30% off at
+# x = -5 and exactly 0 from x = -6, where gelu is -8e-11) while 1 + e^-z does not; an e^-z that
+# overflows (z < -88 in float32) gives x / inf = -0, the limit. The fused kernel
+# (_cpu_kernels.gelu_tanh) computes the same expression.
+_A = 2.0 * _K
+_B = 2.0 * _K * _C
+
+
+def _minus_z(x, xp):
+    """-z = -x (_A + _B x^2) in a fresh buffer, x unchanged (in-place updates keep a 0-d float32
+    on NumPy < 2, where ``0-d array * Python float`` is float64)."""
     t = xp.asarray(x * x)  # a fresh array (NumPy gives a scalar for 0-d x)
-    t *= _C
-    t += 1
+    t *= -_B
+    t -= _A
     t *= x
-    t *= _K
-    return xp.tanh(t, out=t)
+    return t
+
+
+def _gelu_tanh_raw(x):
+    k = kernels(x)
+    if k is not None:
+        return k.gelu_tanh(x)
+    xp = xp_of(x)
+    t = _minus_z(x, xp)
+    with np.errstate(over="ignore"):
+        xp.exp(t, out=t)
+    t += 1
+    return xp.divide(x, t, out=t)
 
 
 def _gelu(x, approximate="none"):
     if approximate == "tanh":
-        t = _tanh_of_u(x, xp_of(x))
-        t += 1
-        t *= x
-        t *= 0.5
-        return t
+        return _gelu_tanh_raw(x)
     return 0.5 * x * (1 + _erf_raw(x * _INV_SQRT2))
 
 
 def _gelu_tanh_grad_raw(g, x):
-    """The tanh-form VJP below, on raw arrays with in-place updates (fewer temporaries)."""
+    """The tanh-form VJP below on raw arrays, as the sigmoid: d/dx [x s(z)] = s (1 + x z' (1 - s)),
+    x z' = x (_A + 3 _B x^2); in place in two buffers."""
+    k = kernels(x, g)
+    if k is not None:
+        return k.gelu_tanh_grad(g, x)
     xp = xp_of(x)
-    t = _tanh_of_u(x, xp)
-    d = xp.asarray(x * x)            # K (1 + 3 C x^2) x (1 - t^2) / 2
-    d *= 3 * _C
-    d += 1
-    d *= _K * 0.5
+    s = _minus_z(x, xp)
+    with np.errstate(over="ignore"):
+        xp.exp(s, out=s)
+    s += 1
+    xp.reciprocal(s, out=s)          # s = 1 / (1 + e^-z)
+    d = xp.asarray(x * x)            # x z'
+    d *= 3 * _B
+    d += _A
     d *= x
-    s = t * t
-    d -= s * d
-    t += 1                           # (1 + t) / 2
-    t *= 0.5
-    t += d
+    t = _scalar(1, x) - s
+    t *= d
+    t += 1
+    t *= s
     t *= g
     return t
 

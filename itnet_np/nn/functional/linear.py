@@ -2,11 +2,49 @@
 
 Leading axes of x are flattened into one so that the forward and both weight-gradient products
 are single 2-D matrix products (dW = g^T x sums over every leading position in one GEMM).
+With a bias, the map is one primitive: the GEMM, then b added in place into its fresh output;
+
+    dx = g W,   dW = g^T x,   db = sum of g over the rows.
+
+The bias add and the bias gradient of a large C-contiguous float array run as fused, multi-threaded
+passes (_cpu_kernels.add_bias_ / column_sum, gated by _fast.kernels); the NumPy code beside each
+call is their reference.
 """
+import math
+
 from ...autograd.ops import matmul, reshape, transpose
 from ...autograd.ops._util import raw
+from ...autograd.primitive import primitive
+from ...autograd.tensor import Tensor
 from ...errors import ShapeError
 from ._args import array_of
+from ._fast import kernels
+
+
+def sum_rows(g, shape):
+    """g summed over its leading axes down to its trailing ``shape``: a bias gradient. A Tensor g
+    (create_graph) is returned as it is, for the engine to sum with ops (differentiably)."""
+    if isinstance(g, Tensor):
+        return g
+    k = kernels(g)
+    if k is not None:
+        return k.column_sum(g, math.prod(shape)).reshape(shape)
+    return g.sum(axis=tuple(range(g.ndim - len(shape))))
+
+
+def _affine(x, weight, bias):
+    y = x @ weight.T
+    k = kernels(y, bias)
+    if k is not None:
+        return k.add_bias_(y, bias)
+    y += bias
+    return y
+
+
+linear_p = primitive(_affine, "linear").defvjp(
+    lambda g, out, x, weight, bias: matmul(g, weight),
+    lambda g, out, x, weight, bias: matmul(transpose(g), x),
+    lambda g, out, x, weight, bias: sum_rows(g, bias.shape))
 
 
 def linear(x, weight, bias=None):
@@ -22,7 +60,5 @@ def linear(x, weight, bias=None):
     if bias is not None and tuple(raw(bias).shape) != (w.shape[0],):
         raise ShapeError(f"linear: bias has shape {tuple(raw(bias).shape)}, expected ({w.shape[0]},)")
     x2 = x if len(xs) == 2 else reshape(x, (-1, xs[-1]))
-    y = matmul(x2, transpose(weight))
-    if bias is not None:
-        y = y + bias
+    y = matmul(x2, transpose(weight)) if bias is None else linear_p(x2, weight, bias)
     return y if len(xs) == 2 else reshape(y, xs[:-1] + (w.shape[0],))

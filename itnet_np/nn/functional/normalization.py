@@ -13,31 +13,90 @@ VJP of the normalisation (g = dL/dy, means over the same axes):
     dx = r (g - mean(g) - y mean(g y)),
 
 which holds exactly with eps > 0. It is written with ops on the saved output y and on r
-recomputed from x with ops, so it differentiates again.
+recomputed from x with ops, so it differentiates again. layer_norm with both weight and bias is one
+primitive (normalisation and affine map in one pass; dweight = sum g y, dbias = sum g over the
+leading axes). Over the trailing axes of a large C-contiguous float array the raw forwards and VJPs
+run as fused, multi-threaded passes per row (_cpu_kernels.layer_norm*, gated by _fast.kernels);
+the NumPy code beside each call is their reference.
 """
+import math
 import numbers
 
 from ...autograd.backend import xp_of
 from ...autograd.ops import mean, reshape, sqrt
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
+from ...autograd.tensor import Tensor
 from ...errors import ConfigError, DTypeError, ShapeError
 from ._args import array_of, positive
+from ._fast import kernels
+from .linear import sum_rows
+
+
+def _row_kernels(axis, *arrays):
+    """(kernels, n) when the fused kernels apply (``axis`` the trailing axes of arrays[0], n the
+    number of elements they span), else (None, 0)."""
+    k = kernels(*arrays)
+    nd = arrays[0].ndim
+    if k is None or axis != tuple(range(nd - len(axis), nd)):
+        return None, 0
+    return k, math.prod(arrays[0].shape[nd - len(axis):])
 
 
 def _normalize(x, axis, eps):
+    k, n = _row_kernels(axis, x)
+    if k is not None:
+        return k.layer_norm(x, n, eps)
     mu = x.mean(axis=axis, keepdims=True)
     c = x - mu
     return c / xp_of(x).sqrt((c * c).mean(axis=axis, keepdims=True) + eps)
 
 
 def _normalize_vjp(g, out, x, axis, eps):
+    if not isinstance(g, Tensor):
+        k, n = _row_kernels(axis, x, g)
+        if k is not None:
+            return k.layer_norm_grad_x(g, x, n, eps)
     c = x - mean(x, axis=axis, keepdims=True)
     r = 1 / sqrt(mean(c * c, axis=axis, keepdims=True) + eps)
     return r * (g - mean(g, axis=axis, keepdims=True) - out * mean(g * out, axis=axis, keepdims=True))
 
 
 normalize_p = primitive(_normalize, "layer_normalize", save_output=True).defvjp(_normalize_vjp)
+
+
+def _layer_norm(x, weight, bias, axis, eps):
+    """normalize(x) * weight + bias, weight and bias of the normalised (trailing) shape."""
+    k, n = _row_kernels(axis, x, weight, bias)
+    if k is not None:
+        return k.layer_norm(x, n, eps, weight.reshape(-1), bias.reshape(-1))
+    y = _normalize(x, axis, eps)
+    y *= weight
+    y += bias
+    return y
+
+
+def _layer_norm_dx(g, out, x, weight, bias, axis, eps):
+    """The normalisation's VJP applied to g * weight."""
+    if not isinstance(g, Tensor):
+        k, n = _row_kernels(axis, x, g, weight)
+        if k is not None:
+            return k.layer_norm_grad_x(g, x, n, eps, weight.reshape(-1))
+    return _normalize_vjp(g * weight, normalize_p(x, axis=axis, eps=eps), x, axis, eps)
+
+
+def _layer_norm_dweight(g, out, x, weight, bias, axis, eps):
+    """sum of g * normalize(x) over the leading axes (the engine sums a Tensor result)."""
+    if not isinstance(g, Tensor):
+        k, n = _row_kernels(axis, x, g)
+        if k is not None:
+            return k.layer_norm_grad_w(g, x, n, eps).reshape(weight.shape)
+    return g * normalize_p(x, axis=axis, eps=eps)
+
+
+layer_norm_p = primitive(_layer_norm, "layer_norm").defvjp(
+    _layer_norm_dx, _layer_norm_dweight,
+    lambda g, out, x, weight, bias, axis, eps: sum_rows(g, bias.shape))
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -59,6 +118,8 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         if p is not None and tuple(raw(p).shape) != shape:
             raise ShapeError(f"layer_norm: {name} has shape {tuple(raw(p).shape)}, expected {shape}")
     axis = tuple(range(len(xs) - k, len(xs)))
+    if weight is not None and bias is not None:
+        return layer_norm_p(x, weight, bias, axis=axis, eps=float(eps))
     y = normalize_p(x, axis=axis, eps=float(eps))
     if weight is not None:
         y = y * weight

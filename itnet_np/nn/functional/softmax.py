@@ -10,6 +10,9 @@ and g = dL/dy, the VJPs are
     log_softmax:  g - exp(y) * sum_j g_j
 
 written with ops, so they differentiate again (y is the op's own output, itself a graph node).
+Along the last axis of a large C-contiguous float array the raw forwards and VJPs run as one fused,
+multi-threaded pass per row (_cpu_kernels.softmax / softmax_grad, gated by _fast.kernels); the NumPy
+code beside each call is their reference.
 """
 import numbers
 
@@ -19,6 +22,13 @@ from ...autograd.ops import sum as _sum
 from ...autograd.ops._util import normalize_axis, raw
 from ...autograd.primitive import primitive
 from ...autograd.tensor import Tensor
+from ._fast import kernels
+
+
+def _last_axis_kernels(axis, *arrays):
+    """The fused kernels when they apply: ``axis`` is the last one and ``kernels`` accepts arrays."""
+    k = kernels(*arrays)
+    return k if k is not None and axis == arrays[0].ndim - 1 else None
 
 
 def _shifted(x, axis):
@@ -31,6 +41,9 @@ def _shifted(x, axis):
 def _softmax(x, axis=-1):
     if x.size == 0:  # an empty axis (or batch): an empty result of x's shape, as torch
         return x.copy()
+    k = _last_axis_kernels(axis, x)
+    if k is not None:
+        return k.softmax(x)
     xp = xp_of(x)
     e = xp.asarray(_shifted(x, axis))  # a fresh array, updated in place below
     xp.exp(e, out=e)
@@ -42,6 +55,9 @@ def _softmax_vjp(g, out, x, axis=-1):
     """out * (g - sum_j g_j out_j); on raw arrays with one temporary instead of four."""
     if isinstance(g, Tensor):
         return out * (g - _sum(g * out, axis=axis, keepdims=True))
+    k = _last_axis_kernels(axis, out, g)
+    if k is not None:
+        return k.softmax_grad(g, out)
     r = g * out
     s = r.sum(axis=axis, keepdims=True)
     r -= out * s
@@ -51,13 +67,23 @@ def _softmax_vjp(g, out, x, axis=-1):
 def _log_softmax(x, axis=-1):
     if x.size == 0:
         return x.copy()
+    k = _last_axis_kernels(axis, x)
+    if k is not None:
+        return k.softmax(x, log=True)
     z = _shifted(x, axis)
     return z - xp_of(x).log(xp_of(x).exp(z).sum(axis=axis, keepdims=True))
 
 
 softmax_p = primitive(_softmax, "softmax", save_output=True).defvjp(_softmax_vjp)
-log_softmax_p = primitive(_log_softmax, "log_softmax", save_output=True).defvjp(
-    lambda g, out, x, axis=-1: g - exp(out) * _sum(g, axis=axis, keepdims=True))
+def _log_softmax_vjp(g, out, x, axis=-1):
+    """g - exp(out) sum_j g_j."""
+    k = None if isinstance(g, Tensor) else _last_axis_kernels(axis, out, g)
+    if k is not None:
+        return k.softmax_grad(g, out, log=True)
+    return g - exp(out) * _sum(g, axis=axis, keepdims=True)
+
+
+log_softmax_p = primitive(_log_softmax, "log_softmax", save_output=True).defvjp(_log_softmax_vjp)
 
 
 def _axis(x, axis, name):
