@@ -1,4 +1,4 @@
-"""The reverse-mode engine: graph nodes, the iterative backward pass, and global modes.
+"""The reverse-mode engine: graph nodes, the iterative backward pass, and the autograd modes.
 
 A node records one application of a primitive: the primitive, its inputs (Tensors or constants),
 its keyword parameters, and -- only if the primitive asks -- its output array. A node never refers
@@ -6,31 +6,74 @@ to the Tensor it produced, so graphs hold no reference cycles and are freed by r
 
 Backward visits nodes in reverse topological order (an iterative depth-first sort, so a chain of
 100 000 ops needs no recursion) and, for each node, calls the VJPs of the inputs that need a
-gradient. Undoing broadcasting, accumulating, the dtype check of every gradient, anomaly checks
-and freeing nodes all happen here, once, for every op.
+gradient. Undoing broadcasting, accumulating, the dtype check of every gradient, the check that
+no saved tensor was modified in place, tensor hooks, anomaly checks and freeing nodes all happen
+here, once, for every op.
+
+The modes (grad recording, anomaly detection) belong to the calling thread, as in torch: a
+``no_grad()`` block or a backward pass in one thread never changes what another thread records.
 """
 import functools
+import threading
+
+import numpy as np
 
 from ..errors import DTypeError, GraphError, ShapeError
 
+# NumPy < 2 promotes a 0-d float32 array combined with a Python number to float64 (value-based
+# casting treats both as scalars); NumPy 2 keeps float32 (NEP 50). The engine restores the float
+# dtype of op outputs and gradients in that one case (see primitive.py and run_backward).
+LEGACY_PROMOTION = int(np.__version__.split(".")[0]) < 2
 
-class _State:
-    __slots__ = ("grad_enabled", "anomaly")
+
+class _State(threading.local):
+    """The modes of the current thread (each thread starts with grad on, anomaly off)."""
 
     def __init__(self):
         self.grad_enabled = True
         self.anomaly = False
+        self.saved = []  # the values the open mode blocks of this thread will restore
 
 
 state = _State()
+# How many mode blocks (and backward passes) are open, over all threads. While it is 0 every thread
+# runs with the defaults, and ops skip the thread-local lookups (about 0.1 us each): see modes().
+OPEN = [0]
+_open_lock = threading.Lock()
+
+
+def _open_block(delta):
+    with _open_lock:
+        OPEN[0] += delta
+
+
+# In-place writes through the Tensor API, over all threads (see Tensor._bump). A node records the
+# count at its creation; while it is unchanged, no input or output of the node can have changed.
+WRITES = [0]
+
+
+def count_write():
+    with _open_lock:
+        WRITES[0] += 1
+
+
+def modes():
+    """(grad_enabled, anomaly) for the calling thread."""
+    return (state.grad_enabled, state.anomaly) if OPEN[0] else (True, False)
 
 
 class Node:
-    """One recorded op application (see the module docstring)."""
+    """One recorded op application (see the module docstring).
 
-    __slots__ = ("prim", "inputs", "raw", "params", "out", "needs", "site")
+    ``versions``: the ``_version`` of each input at the forward, or None when all were 0 (the
+    common case, kept cheap); ``writes``: WRITES at the forward; ``dirty``: the saved output was
+    modified in place since; ``hooks``: the hooks registered on the output tensor.
+    """
 
-    def __init__(self, prim, inputs, raw, params, out, needs):
+    __slots__ = ("prim", "inputs", "raw", "params", "out", "needs", "site", "versions", "writes", "dirty",
+                 "hooks")
+
+    def __init__(self, prim, inputs, raw, params, out, needs, versions):
         self.prim = prim
         self.inputs = inputs  # the op's arguments: Tensors and constants
         self.raw = raw        # the same with each Tensor replaced by its array (fast-path VJPs)
@@ -38,27 +81,34 @@ class Node:
         self.out = out
         self.needs = needs
         self.site = None
-
-    def free(self):
-        self.inputs = self.raw = self.out = self.params = None
+        self.versions = versions
+        self.writes = WRITES[0]
+        self.dirty = False
+        self.hooks = None
 
     def __repr__(self):
         return f"<node {self.prim.name}{' (freed)' if self.inputs is None else ''}>"
 
 
 class _Mode:
-    """Base of the context managers below; each one also works as a decorator."""
+    """Base of the context managers below; each one also works as a decorator.
+
+    The previous value is kept on the thread's own stack, so one instance may be entered by
+    several threads at once.
+    """
 
     attr = None
     value = None
 
     def __enter__(self):
-        self._prev = getattr(state, self.attr)
+        _open_block(1)
+        state.saved.append(getattr(state, self.attr))
         setattr(state, self.attr, self.value)
         return self
 
     def __exit__(self, *exc):
-        setattr(state, self.attr, self._prev)
+        setattr(state, self.attr, state.saved.pop())
+        _open_block(-1)
         return False
 
     def __call__(self, func):
@@ -70,7 +120,7 @@ class _Mode:
 
 
 class no_grad(_Mode):
-    """Disable graph recording: ``with itn.no_grad(): ...`` or ``@itn.no_grad()``."""
+    """Disable graph recording in this thread: ``with itn.no_grad(): ...`` or ``@itn.no_grad()``."""
     attr, value = "grad_enabled", False
 
 
@@ -80,12 +130,17 @@ class enable_grad(_Mode):
 
 
 class detect_anomaly(_Mode):
-    """Raise AnomalyError on NaN/Inf in any forward output or backward gradient.
+    """Raise AnomalyError on NaN/Inf in any forward output or backward gradient (this thread).
 
     While enabled, every node also records the source line that created it, so the error can
     say where the offending input came from. When disabled the cost is one flag check per op.
     """
     attr, value = "anomaly", True
+
+
+def is_grad_enabled():
+    """Whether ops called now, in this thread, record a graph."""
+    return modes()[0]
 
 
 def _consumer_counts(root):
@@ -155,6 +210,29 @@ def unbroadcast(g, shape):
     return g
 
 
+def check_versions(node):
+    """Raise if an input the node saved, or its saved output, was modified in place since the forward.
+
+    Versions only grow, so a difference means a write through the Tensor API (an in-place operator,
+    ``t[i] = v`` or ``t.data = ...``) happened in between: the VJP would read the new values and
+    return a wrong gradient.
+    """
+    from ..errors import describe
+    from .tensor import Tensor
+    name = node.prim.name
+    if node.dirty:
+        raise GraphError(
+            f"backward through op '{name}': its output was modified in place after the forward, and "
+            f"'{name}' saved it for its gradient. Modify a copy instead (y = y * 1 or y.detach().copy()).")
+    saved = node.versions
+    for i, a in enumerate(node.inputs):
+        if isinstance(a, Tensor) and a._version != (saved[i] if saved else 0):
+            raise GraphError(
+                f"backward through op '{name}': its input {i} ({describe(a._data)}) was modified in place "
+                f"after the forward (version {saved[i] if saved else 0} then, {a._version} now), so its "
+                f"gradient would be wrong. Modify a copy, or run the forward again after the change.")
+
+
 def run_backward(root, seed, retain_graph=False, create_graph=False, targets=None):
     """Backpropagate ``seed`` (dL/d root) through the graph of ``root``.
 
@@ -162,10 +240,13 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
     consumers have sent their gradient), so no recursion and no explicit sort are needed.
     With ``targets=None`` the gradients of leaves that require grad are accumulated into their
     ``.grad``. With a list of target Tensors, their gradients are returned (None where a target is
-    unreachable) and no ``.grad`` is touched.
+    unreachable) and no ``.grad`` is touched. Tensor hooks see (and may replace) the complete
+    gradient of their tensor before it flows on.
     """
     from .tensor import Tensor
     if root.node is None:
+        if root._hooks:
+            seed = run_hooks(root._hooks, seed, create_graph)
         if targets is None:
             if root.requires_grad:
                 _accumulate_leaf(root, seed, create_graph)
@@ -181,7 +262,7 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
         if not isinstance(seed, Tensor):
             seed = Tensor._wrap(seed, None)
     elif isinstance(seed, Tensor):
-        seed = seed.data
+        seed = seed._data
     target_nodes = {}
     target_leaves = {}
     if targets is not None:
@@ -194,19 +275,23 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
     leaf_grads = {}
     grads = {root.node: seed}
     ready = [root.node]
-    anomaly = state.anomaly
-    prev_enabled = state.grad_enabled
-    state.grad_enabled = create_graph
+    prev_enabled, anomaly = modes()
+    _open_block(1)
+    state.grad_enabled = create_graph  # this thread only
     try:
-        # The hot loop of the engine: kept flat (no helper calls) because it runs once per node.
+        # The hot loop of the engine: kept flat (few helper calls) because it runs once per node.
         while ready:
             node = ready.pop()
             g = grads.pop(node)
+            if node.hooks:
+                g = run_hooks(node.hooks, g, create_graph)
             if target_nodes and node in target_nodes:
                 for k in target_nodes[node]:
                     results[k] = g
             prim = node.prim
             inputs = node.inputs
+            if node.writes != WRITES[0]:  # something was written in place since the forward
+                check_versions(node)
             if create_graph:
                 args = inputs
                 out = Tensor._wrap(node.out, node) if node.out is not None else None
@@ -225,15 +310,14 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
                     raise GraphError(f"op '{prim.name}' is not differentiable with respect to input {i}")
                 gi = vjp(g, out, *args, **params)
                 parent = inputs[i]
-                pdata = parent.data
+                pdata = parent._data
                 if gi.shape != pdata.shape:
                     gi = unbroadcast(gi, pdata.shape)
                 if gi.dtype is not pdata.dtype and gi.dtype != pdata.dtype:
-                    raise DTypeError(f"internal: VJP of '{prim.name}' returned {gi.dtype} for input {i} "
-                                     f"of dtype {pdata.dtype}")
+                    gi = _restore_dtype(prim, i, gi, pdata)
                 if anomaly:
                     from .primitive import _check_finite
-                    _check_finite(prim, gi.data if isinstance(gi, Tensor) else gi, inputs,
+                    _check_finite(prim, gi._data if isinstance(gi, Tensor) else gi, inputs,
                                   f"gradient for input {i}")
                 pnode = parent.node
                 if pnode is None:
@@ -256,6 +340,10 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
                 node.inputs = node.raw = node.out = node.params = None
     finally:
         state.grad_enabled = prev_enabled
+        _open_block(-1)
+    for entry in leaf_grads.values():
+        if entry[0]._hooks:
+            entry[1] = run_hooks(entry[0]._hooks, entry[1], create_graph)
     if targets is None:
         for leaf, g in leaf_grads.values():
             if leaf.requires_grad:
@@ -268,6 +356,81 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
     return results
 
 
+def _restore_dtype(prim, i, gi, pdata):
+    """A gradient whose dtype differs from its input's: NumPy < 2's value-based casting (a raw 0-d
+    float32 VJP intermediate times a Python number is float64) is undone; anything else is a bug
+    in the VJP, reported as such (NumPy 2 never takes the first branch, so CI catches both)."""
+    if (LEGACY_PROMOTION and pdata.dtype == np.float32 and gi.dtype == np.float64
+            and isinstance(gi, (np.ndarray, np.generic))):
+        return np.asarray(gi, np.float32)
+    raise DTypeError(f"internal: VJP of '{prim.name}' returned {gi.dtype} for input {i} of dtype {pdata.dtype}")
+
+
+class HookHandle:
+    """Returned by ``Tensor.register_hook``; ``remove()`` unregisters the hook."""
+
+    __slots__ = ("hooks", "fn")
+
+    def __init__(self, hooks, fn):
+        if not callable(fn):
+            raise TypeError(f"register_hook: expected a callable fn(grad), got {type(fn).__name__}")
+        hooks.append(fn)
+        self.hooks, self.fn = hooks, fn
+
+    def remove(self):
+        for k, h in enumerate(self.hooks):
+            if h is self.fn:
+                del self.hooks[k]
+                return
+
+
+class Retain:
+    """The hook behind ``Tensor.retain_grad``: accumulates the gradient into the tensor's ``.grad``.
+
+    It holds the tensor weakly: it lives on the tensor's own node, and a strong reference would
+    make a cycle (tensor -> node -> hook -> tensor).
+    """
+
+    __slots__ = ("ref",)
+
+    def __init__(self, tensor):
+        import weakref
+        self.ref = weakref.ref(tensor)
+
+
+def run_hooks(hooks, g, create_graph):
+    """Apply a tensor's hooks, in registration order, to its complete gradient ``g``; then store it
+    if the tensor retains its gradient (last, as torch does, so ``.grad`` shows what flows on).
+
+    A user hook receives the gradient as a Tensor (one that records a graph under
+    create_graph=True) and returns a replacement (Tensor or array, same shape and dtype) or None.
+    """
+    from .tensor import Tensor
+    retain = None
+    for hook in list(hooks):
+        if type(hook) is Retain:
+            retain = hook.ref()
+            continue
+        wrapped = g if isinstance(g, Tensor) else Tensor._wrap(g, None)
+        new = hook(wrapped)
+        if new is None:
+            continue
+        data = new._data if isinstance(new, Tensor) else new
+        shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
+        if shape != wrapped.shape or dtype != wrapped.dtype:
+            from ..errors import describe
+            raise (ShapeError if shape != wrapped.shape else DTypeError)(
+                f"hook {getattr(hook, '__name__', hook)!r} returned {describe(data)}; a hook returns None "
+                f"or a gradient like the one it received ({describe(wrapped._data)})")
+        if create_graph:
+            g = new if isinstance(new, Tensor) else Tensor._wrap(new, None)
+        else:
+            g = data
+    if retain is not None:
+        _accumulate_leaf(retain, g, create_graph)
+    return g
+
+
 def _accumulate_leaf(leaf, g, create_graph):
     """``leaf.grad += g`` without ever aliasing ``g`` (or another leaf's gradient)."""
     from .tensor import Tensor
@@ -276,28 +439,28 @@ def _accumulate_leaf(leaf, g, create_graph):
         g = g if isinstance(g, Tensor) else Tensor._wrap(g, None)
         leaf.grad = copy(g) if leaf.grad is None else leaf.grad + g
     else:
-        g = g.data if isinstance(g, Tensor) else g
+        g = g._data if isinstance(g, Tensor) else g
         if leaf.grad is None:
             leaf.grad = Tensor._wrap(g.copy(), None)
         else:
-            leaf.grad = Tensor._wrap(leaf.grad.data + g, None)
+            leaf.grad = Tensor._wrap(leaf.grad._data + g, None)
 
 
 def check_seed(root, gradient):
     """Validate the ``gradient`` argument of ``backward`` and return it as a raw array or Tensor."""
     from .tensor import Tensor
     if gradient is None:
-        if root.data.size != 1:
+        if root._data.size != 1:
             raise GraphError(
                 f"backward() on a non-scalar tensor of shape {tuple(root.shape)} needs `gradient`: pass "
                 f"an array of the same shape (dL/d output), or reduce to a scalar first, e.g. y.sum().backward()")
-        return _ones_like(root.data)
-    gdata = gradient.data if isinstance(gradient, Tensor) else gradient
-    if getattr(gdata, "shape", None) != root.data.shape:
+        return _ones_like(root._data)
+    gdata = gradient._data if isinstance(gradient, Tensor) else gradient
+    if getattr(gdata, "shape", None) != root._data.shape:
         raise ShapeError(
             f"backward(gradient=...): gradient has shape {tuple(getattr(gdata, 'shape', ()))}, "
             f"expected the output's shape {tuple(root.shape)}")
-    if gdata.dtype != root.data.dtype:
+    if gdata.dtype != root._data.dtype:
         raise DTypeError(f"backward(gradient=...): gradient is {gdata.dtype}, expected {root.dtype}")
     return gradient
 

@@ -178,6 +178,33 @@ def test_power_at_zero_base_has_finite_gradients():
     assert np.all(np.isfinite(hy.data))
 
 
+@pytest.mark.parametrize("exponent", [0, 0.0, "tensor"])
+def test_power_with_zero_exponent_at_zero_base_has_zero_gradient(exponent):
+    # x^0 = 1 is flat: d/dx = 0 everywhere, also at x = 0 where y x^(y-1) would be 0 * inf (torch: 0).
+    x = itn.tensor(np.array([0.0, 0.0, 2.0]), requires_grad=True)
+    y = itn.tensor(np.zeros(3), requires_grad=True) if exponent == "tensor" else exponent
+    itn.sum(x ** y).backward(create_graph=True)
+    np.testing.assert_array_equal(x.grad.data, [0.0, 0.0, 0.0])
+    if exponent == "tensor":
+        # d/dy x^y = x^y log x: 0 at x = 0 (torch's value for y >= 0), log 2 at x = 2.
+        np.testing.assert_allclose(y.grad.data, [0.0, 0.0, math.log(2.0)], rtol=1e-15)
+    # The second derivative d2/dx2 x^0 = 0 stays finite as well.
+    g = x.grad
+    x.grad = None
+    itn.sum(g).backward()
+    np.testing.assert_array_equal(x.grad.data, [0.0, 0.0, 0.0])
+
+
+def test_power_gradients_at_zero_base_follow_torch():
+    # x = 0: y = 2 -> dx = 2 * 0 = 0, dy = 0; y = 0.5 -> dx = 0.5 * 0^-0.5 = inf; y = 1 -> dx = 1.
+    x = itn.tensor(np.zeros(3), requires_grad=True)
+    y = itn.tensor(np.array([2.0, 0.5, 1.0]), requires_grad=True)
+    with np.errstate(divide="ignore"):
+        itn.sum(x ** y).backward()
+    np.testing.assert_array_equal(x.grad.data, [0.0, np.inf, 1.0])
+    np.testing.assert_array_equal(y.grad.data, [0.0, 0.0, 0.0])
+
+
 @pytest.mark.parametrize("base", [2.0, 0.0])
 def test_power_with_python_scalar_base_keeps_float32(base):
     t = itn.tensor(np.array([0.5, 1.0, 2.0], dtype=np.float32), requires_grad=True)

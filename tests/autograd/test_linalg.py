@@ -190,3 +190,52 @@ def test_einsum_float32_stays_float32():
     assert out.dtype == np.float32
     itn.sum(out).backward()
     assert all(t.grad.dtype == np.float32 for t in ts)
+
+
+# ----- issue 7, defect 5: a length-1 label broadcast against a longer one and summed away ------------
+def test_einsum_broadcast_length_one_label_reproducer():
+    # sum_i x_i y_i with x = [2] broadcast to length 3: 2 (1 + 2 + 3) = 12; d/dx = sum(y) = 6, d/dy = 2.
+    x = itn.tensor([2.0], requires_grad=True)
+    y = itn.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    z = itn.einsum("i,i->", x, y)
+    z.backward()
+    assert z.item() == 12.0
+    np.testing.assert_array_equal(x.grad.data, [6.0])
+    np.testing.assert_array_equal(y.grad.data, [2.0, 2.0, 2.0])
+
+
+BROADCAST_CASES = ["i,i->", "ij,ij->i", "ij,jk->ik", "ij,j->i", "bij,bjk->bik", "ij,ij->"]
+
+
+@st.composite
+def operands_with_length_one_labels(draw, subscripts):
+    """Operands whose axes each have their label's length or (at random) length 1."""
+    terms = subscripts.split("->")[0].split(",")
+    sizes = {c: draw(st.integers(2, 3)) for c in set("".join(terms))}
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shapes = [tuple(1 if draw(st.booleans()) else sizes[c] for c in t) for t in terms]
+    # A label's length is its longest occurrence (1 when every occurrence was drawn as 1).
+    sizes = {c: max(n for s, t in zip(shapes, terms) for n, d in zip(s, t) if d == c) for c in sizes}
+    return [rng.standard_normal(s) for s in shapes], sizes
+
+
+@pytest.mark.parametrize("subscripts", BROADCAST_CASES)
+@given(data=st.data())
+def test_einsum_gradients_with_broadcast_labels(subscripts, data):
+    """Oracle: broadcast every operand to full length, differentiate the full einsum with NumPy
+    (dA = einsum(g, B) onto A's labels), then sum over the axes A broadcast (keeping them)."""
+    (a, b), sizes = data.draw(operands_with_length_one_labels(subscripts))
+    terms, out = subscripts.split("->")
+    ta_, tb_ = terms.split(",")
+    full = [np.broadcast_to(o, tuple(sizes[c] for c in t)) for o, t in zip((a, b), (ta_, tb_))]
+    _close(itn.einsum(subscripts, a, b).data, np.einsum(subscripts, *full))
+    ta, tb = itn.tensor(a, requires_grad=True), itn.tensor(b, requires_grad=True)
+    y = itn.einsum(subscripts, ta, tb)
+    u = np.random.default_rng(3).standard_normal(y.shape)
+    y.backward(u)
+    for mine, op, own, other, other_full in ((ta, a, ta_, tb_, full[1]), (tb, b, tb_, ta_, full[0])):
+        g_full = np.einsum(f"{out},{other}->{own}", u, other_full)
+        stretched = tuple(k for k, n in enumerate(op.shape) if n == 1 and g_full.shape[k] != 1)
+        _close(mine.grad.data, g_full.sum(axis=stretched, keepdims=True))
+    assert itn.gradcheck(lambda p, q: itn.einsum(subscripts, p, q), [a, b])
+    assert itn.gradgradcheck(lambda p, q: itn.einsum(subscripts, p, q), [a, b])

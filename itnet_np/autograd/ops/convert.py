@@ -1,4 +1,6 @@
 """Explicit dtype and device conversion: the only places arrays change dtype or device."""
+import numpy as np
+
 from ..backend import device_of, to_device as _to_device
 from ..primitive import primitive
 from ._util import raw
@@ -9,7 +11,13 @@ def _astype(x, dtype):
 
 
 # The gradient of a cast is the gradient cast back.
-astype = primitive(_astype, "astype").defvjp(lambda g, out, x, dtype: astype(g, dtype=raw(x).dtype))
+_astype_p = primitive(_astype, "astype", changes_dtype=True).defvjp(
+    lambda g, out, x, dtype: astype(g, raw(x).dtype))
+
+
+def astype(x, dtype):
+    """``x`` converted to ``dtype`` (differentiable; the explicit way float32 and float64 meet)."""
+    return _astype_p(x, dtype=np.dtype(dtype))
 
 
 def _move(x, device):

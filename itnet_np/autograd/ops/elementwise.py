@@ -30,19 +30,30 @@ divide = primitive(np.divide, "divide").defvjp(
 negative = primitive(np.negative, "negative").defvjp(lambda g, out, x: -g)
 
 
+def _power_dx(g, out, x, y):
+    """y x^(y-1), and 0 where x = 0 and y = 0 (x^0 = 1 is flat; torch's value): the base is replaced
+    by 1 there, so no 0 * inf = NaN appears, and none in the second derivatives either."""
+    yr = raw(y)
+    if not (type(yr) in (int, float) and yr != 0):
+        flat = (raw(x) == 0) & (yr == 0)
+        if flat.any():
+            x = where(flat, 1, x)
+    return g * y * power(x, y - 1)
+
+
 def _power_dy(g, out, x, y):
     xr = raw(x)
     if type(xr) in (int, float):
         # A Python base stays a Python float: a numpy float64 log would upcast a float32 gradient.
         return g * power(x, y) * (math.log(xr) if xr > 0 else 0.0 if xr == 0 else math.nan)
-    # x^y log x -> 0 as x -> 0+ (y > 0): log(1) at x == 0 gives that limit instead of 0 * -inf = NaN,
-    # and keeps the second derivative finite too.
+    # x^y log x -> 0 as x -> 0+ (y > 0), and torch's 0 at y = 0: log(1) at x == 0 gives that value
+    # instead of 0 * -inf = NaN, and keeps the second derivative finite too.
     zero = xr == 0
     return g * power(x, y) * log(where(zero, 1.0, x) if zero.any() else x)
 
 
 # d(x^y) = y x^(y-1) dx + x^y log(x) dy
-power = primitive(np.power, "power").defvjp(lambda g, out, x, y: g * y * power(x, y - 1), _power_dy)
+power = primitive(np.power, "power").defvjp(_power_dx, _power_dy)
 # d exp(x) = exp(x) dx
 exp = primitive(np.exp, "exp", save_output=True).defvjp(lambda g, out, x: g * out)
 log = primitive(np.log, "log").defvjp(lambda g, out, x: g / x)

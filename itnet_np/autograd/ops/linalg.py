@@ -25,9 +25,26 @@ def _flat_rows(x, y):
 
 
 def _matmul(x, y):
-    if _flat_rows(x, y):
-        return (x.reshape(-1, x.shape[-1]) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
-    return np.matmul(x, y)
+    try:
+        if _flat_rows(x, y):
+            return (x.reshape(-1, x.shape[-1]) @ y).reshape(x.shape[:-1] + (y.shape[-1],))
+        return np.matmul(x, y)
+    except ValueError:
+        raise _mismatch(x, y) from None
+
+
+def _mismatch(x, y):
+    """The ShapeError for x @ y, in plain words instead of NumPy's gufunc signature."""
+    from ...errors import ShapeError
+    xs, ys = tuple(np.shape(x)), tuple(np.shape(y))
+    if not xs or not ys:
+        why = "matmul needs operands with at least one dimension (use * for scalars)"
+    else:
+        k_x, k_y = xs[-1], ys[-2] if len(ys) > 1 else ys[-1]
+        why = (f"the last axis of x ({k_x}) must equal the {'second-to-last' if len(ys) > 1 else 'only'} "
+               f"axis of y ({k_y})") if k_x != k_y else (
+            f"the batch dimensions {xs[:-2]} and {ys[:-2]} do not broadcast")
+    return ShapeError(f"matmul: x of shape {xs} and y of shape {ys} do not multiply: {why}")
 
 
 def _matmul_dx(g, out, x, y):
@@ -82,6 +99,9 @@ def _parse(subscripts, shapes):
         if len(lab) != len(shape):
             raise ShapeError(f"einsum: term {term!r} has {len(lab)} labels for an operand of shape {shape}")
         for c, s in zip(lab, shape):
+            if s != 1 and sizes.get(c, 1) not in (1, s):
+                raise ShapeError(f"einsum {subscripts!r}: label {c!r} has length {sizes[c]} in one operand and "
+                                 f"{s} in another (operand shapes {list(shapes)}); lengths must match or be 1")
             sizes[c] = s if sizes.get(c, 1) == 1 else sizes[c]
         labels.append(lab)
     if arrow:
@@ -101,15 +121,17 @@ def _einsum(*operands, subscripts):
 def _einsum_vjp(k, g, out, *operands, subscripts):
     """dL/d operand_k = einsum of g with the other operands, onto operand k's labels.
 
-    Three cases need more than swapping g in for operand k:
+    Four cases need more than swapping g in for operand k:
     - a label repeated within operand k ('ii->i'): its second occurrence gets a fresh label tied
       to the first by an identity matrix, so the gradient lands on the diagonal only;
     - a label of operand k found nowhere else ('ij->i'): the gradient is constant along it, given
       by a ones vector;
     - an axis operand k broadcasts (length 1 against a longer one): the einsum sums over it and a
-      reshape restores the length-1 axis.
+      reshape restores the length-1 axis;
+    - a label whose every other occurrence is broadcast (length 1; 'i,i->' with shapes (1,), (3,)):
+      the gradient is constant along it, and is broadcast to operand k's length.
     """
-    from .shape import reshape
+    from .shape import broadcast_to, reshape
     x = raw(operands[k])
     xp = xp_of(x)
     labels, out_labels, sizes, fresh = _parse(subscripts, tuple(tuple(o.shape) for o in operands))
@@ -134,6 +156,9 @@ def _einsum_vjp(k, g, out, *operands, subscripts):
             terms.append(c)
             args.append(xp.ones(sizes[c], dtype=x.dtype))
     gk = einsum(",".join(terms) + "->" + "".join(target), *args)
+    kept = tuple(n for c, n in zip(labels[k], x.shape) if not (n == 1 and sizes[c] != 1))
+    if tuple(gk.shape) != kept:
+        gk = broadcast_to(gk, kept)
     return gk if len(target) == x.ndim else reshape(gk, x.shape)
 
 
