@@ -21,12 +21,19 @@ them into dense scores (B, H, N, M), and ``kernel.scores(proj.tile(i, j))`` is t
 additionally exposes its first layer in factorised form, ``kernel.factors(proj) -> (a, b, x, y, W,
 W2, b2, act)`` with pre_ijk = a_ik + b_jk + sum_r W_kr x_ir y_jr, s^h_ij = sum_k W2_hk act(pre_ijk) + b2_h.
 
+*Support descriptor.* Per call the operator builds one ``support.SupportPlan`` (O(N + M)): the
+configured kind, window and radius, the user's mask as given, whether the positions are the index
+grid and their shift (``positions.grid_shift``, the package's one grid check), and from these the
+index band (j <= i, |i - j| <= w) or per-row source ranges [lo_i, hi_i). Only the dense reference
+calls ``plan.dense_mask()``, the N x M matrix.
+
 *Backends.* ``IntegralTransform(..., backend='dense')`` evaluates A = n(w, s) densely and A @ v.
 Calls with a per-head mask or a score_bias are always evaluated densely (outside the contract below).
-A fused backend is a function ``fn(kernel, proj, values, weights, mask, normalization) -> (B, H, N, d)``
-registered with ``backends.register_backend(name, fn, supports)``; ``backend='numba'`` imports
-``itnet_np.transform.fused`` (which registers itself) and ``'auto'`` picks the first registered
-backend whose ``supports(kernel, normalization, weights, mask)`` is true, else 'dense'. A fused
+A fused backend is a function ``fn(kernel, proj, values, weights, support, normalization) -> (B, H, N, d)``
+(``support`` the SupportPlan) registered with ``backends.register_backend(name, fn, supports)``;
+``backend='numba'`` imports ``itnet_np.transform.fused`` (which registers itself) and ``'auto'`` picks
+the first registered backend whose ``supports(kernel, normalization, weights, support)`` is true, else
+'dense'. A fused
 backend works tile by tile from the projection (``proj.tile`` or ``kernel.factors``) and keeps a
 running max and sum for softmax; its parity test is against 'dense'.
 

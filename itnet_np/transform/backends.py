@@ -1,11 +1,12 @@
 """Backends: who evaluates sum_j A_ij v_j for one head, given a kernel's projection.
 
-A backend is ``fn(kernel, proj, values, weights, mask, normalization) -> (B, H, N, d)`` with
-values (B, H, M, d), weights None or (B|1, H|1, M), mask None or a raw bool (B|1, N, M); it must
+A backend is ``fn(kernel, proj, values, weights, support, normalization) -> (B, H, N, d)`` with
+values (B, H, M, d), weights None or (B|1, H|1, M) and ``support`` the call's support.SupportPlan
+(kind, window, radius, grid facts, the user's mask if any, never per head); it must
 return what the dense reference returns (see normalization.py for the formulas), differentiably.
 Register one with ``register_backend(name, fn, supports=None, pays=None)``; ``supports(kernel,
-normalization, weights, mask) -> bool`` tells 'auto' whether it can run the call at all, ``pays(kernel,
-proj, values, weights, mask, normalization) -> bool`` whether it is worth it for this call (sizes,
+normalization, weights, support) -> bool`` tells 'auto' whether it can run the call at all, ``pays(kernel,
+proj, values, weights, support, normalization) -> bool`` whether it is worth it for this call (sizes,
 data; default: always). 'dense' is the reference and always works.
 
 ``backend='numba'`` imports ``itnet_np.transform.fused`` on first use, which registers itself; when
@@ -69,34 +70,35 @@ def check_backend(name):
     return name
 
 
-def select(name, kernel, normalization, weights, mask):
+def select(name, kernel, normalization, weights, support):
     """The backend function for this call (resolving 'auto': a fused backend when it supports the
     call and, checked per call, it pays; else dense)."""
     if name == "auto":
         _load_fused()
         for other, (fn, supports, pays) in _BACKENDS.items():
-            if other != "dense" and supports(kernel, normalization, weights, mask):
+            if other != "dense" and supports(kernel, normalization, weights, support):
                 return fn if pays is _always else _when_it_pays(fn, pays)
         return dense
     return _BACKENDS[name][0]
 
 
 def _when_it_pays(fn, pays):
-    def auto(kernel, proj, values, weights, mask, normalization):
-        use = fn if pays(kernel, proj, values, weights, mask, normalization) else dense
-        return use(kernel, proj, values, weights, mask, normalization)
+    def auto(kernel, proj, values, weights, support, normalization):
+        use = fn if pays(kernel, proj, values, weights, support, normalization) else dense
+        return use(kernel, proj, values, weights, support, normalization)
     return auto
 
 
-def dense(kernel, proj, values, weights, mask, normalization):
-    """Reference backend: dense scores (B, H, N, M), the matrix A, then A @ values."""
+def dense(kernel, proj, values, weights, support, normalization):
+    """Reference backend: dense scores (B, H, N, M), the matrix A, then A @ values (the only backend
+    that forms the N x M mask, ``support.dense_mask()``)."""
     from ..autograd.ops import broadcast_to, matmul
     scores = kernel.scores(proj)
     B, H, M = values.shape[0], values.shape[1], values.shape[2]
     full = (B, H, scores.shape[2], M)
     if tuple(scores.shape) != full:
         scores = broadcast_to(scores, full)
-    return matmul(transform_matrix(scores, weights, mask, normalization), values)
+    return matmul(transform_matrix(scores, weights, support.dense_mask(), normalization), values)
 
 
 register_backend("dense", dense)

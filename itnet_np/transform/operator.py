@@ -29,7 +29,7 @@ from .kernels.sum import SumKernel
 from .normalization import check_normalization, check_softmax_weights, transform_matrix
 from .positions import as_positions
 from .quadrature import LearnedQuadrature, check_quadrature, check_weights, combine_weights
-from .support import as_support, check_mask, combine_masks
+from .support import as_support, check_mask
 
 
 class IntegralTransform(Module):
@@ -102,7 +102,7 @@ class IntegralTransform(Module):
 
     # ----- the pieces -------------------------------------------------------------------------
     def _prepare(self, x, positions, source, source_positions, weights, mask, score_bias=None):
-        """Validated (source Points, projection, weights, mask, score bias)."""
+        """Validated (source Points, projection, weights, support plan, score bias)."""
         xs = _shape(x, "x")
         if len(xs) != 3 or xs[2] != self.query_features:
             raise ShapeError(f"IntegralTransform: x must be (B, N, {self.query_features}), got "
@@ -132,8 +132,7 @@ class IntegralTransform(Module):
         D = (pq.shape[-1], src.positions.shape[-1])
         if D[0] != D[1]:
             raise ShapeError(f"IntegralTransform: positions have D = {D[0]} but source_positions D = {D[1]}")
-        keep = combine_masks(self.support.mask(pq, src.positions),
-                             check_mask(mask, B, N, M, heads=self.heads))
+        plan = self.support.plan(pq, src.positions, check_mask(mask, B, N, M, heads=self.heads))
         bias = _check_score_bias(score_bias, B, self.heads, N, M, dtype)
         proj = self.kernel.project(query, src) if M else None
         w = combine_weights(
@@ -146,9 +145,9 @@ class IntegralTransform(Module):
             if bias is not None:                          # -inf logits exclude a pair: a mask, not -inf
                 excluded = _data(bias) == -np.inf         # (NaN stays: it propagates)
                 if excluded.any():
-                    keep = combine_masks(keep, ~excluded)
+                    plan = plan.restricted(~excluded)
                     bias = ops.where(excluded, 0.0, bias)
-        return src, proj, w, keep, bias
+        return src, proj, w, plan, bias
 
     def values(self, source_features):
         """v (B, H, M, d) = W_V^h f_j (+ b_V^h)."""
@@ -158,25 +157,25 @@ class IntegralTransform(Module):
             v = v + self.b_V
         return ops.transpose(ops.reshape(v, (B, M, self.heads, self.head_dim)), (0, 2, 1, 3))
 
-    def _matrix(self, proj, w, keep, bias, shape):
+    def _matrix(self, proj, w, plan, bias, shape):
         """The dense A (B, H, N, M): scores (+ score bias), then weights, support and normalisation."""
         scores = self.kernel.scores(proj)
         if bias is not None:
             scores = scores + bias
         if tuple(scores.shape) != shape:
             scores = ops.broadcast_to(scores, shape)
-        return transform_matrix(scores, w, keep, self.normalization)
+        return transform_matrix(scores, w, plan.dense_mask(), self.normalization)
 
     def kernel_matrix(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None,
                       score_bias=None):
         """The matrix A (B, H, N, M) of the module docstring (dense; support, weights, score bias and
         normalisation applied), so that the integral of head h is A[:, h] @ v[:, h]."""
-        src, proj, w, keep, bias = self._prepare(x, positions, source, source_positions, weights, mask,
+        src, proj, w, plan, bias = self._prepare(x, positions, source, source_positions, weights, mask,
                                                  score_bias)
         B, N, M = x.shape[0], x.shape[1], src.features.shape[1]
         if proj is None:
             return Tensor(xp_of(_data(x)).zeros((B, self.heads, N, 0), _data(x).dtype))
-        return self._matrix(proj, w, keep, bias, (B, self.heads, N, M))
+        return self._matrix(proj, w, plan, bias, (B, self.heads, N, M))
 
     # ----- forward ----------------------------------------------------------------------------
     def forward(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None,
@@ -194,19 +193,19 @@ class IntegralTransform(Module):
         by the dense path: fused backends are only asked for calls without them. Under softmax the
         weights must be >= 0 (ConfigError). NaN in a kept pair's weight or score propagates.
         """
-        src, proj, w, keep, bias = self._prepare(x, positions, source, source_positions, weights, mask,
+        src, proj, w, plan, bias = self._prepare(x, positions, source, source_positions, weights, mask,
                                                  score_bias)
         B, N = x.shape[0], x.shape[1]
         if proj is None:                                  # no sources at all: the integral is 0
             y = Tensor(xp_of(_data(x)).zeros((B, N, self.out_features), _data(x).dtype))
         else:
             values = self.values(src.features)
-            if bias is None and (keep is None or keep.ndim == 3):
-                fn = backends.select(self.backend, self.kernel, self.normalization, w, keep)
-                out = fn(self.kernel, proj, values, w, keep, self.normalization)
+            if bias is None and not plan.per_head:
+                fn = backends.select(self.backend, self.kernel, self.normalization, w, plan)
+                out = fn(self.kernel, proj, values, w, plan, self.normalization)
             else:                                         # the backend contract has neither: dense
                 shape = (B, self.heads, N, values.shape[2])
-                out = ops.matmul(self._matrix(proj, w, keep, bias, shape), values)
+                out = ops.matmul(self._matrix(proj, w, plan, bias, shape), values)
             merged = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (B, N, self.embed_dim))
             y = ops.matmul(merged, ops.transpose(self.W_O))
         if self.W_skip is not None:

@@ -66,13 +66,47 @@ def relative_offsets(query_positions, source_positions):
     return s[:, None, :, :] - q[:, :, None, :]
 
 
+# Positions within this distance of an integer (grid point) count as that integer: the one tolerance
+# of every grid check in the package (support descriptors, ALiBi, relative tables, stencils, scans).
+GRID_TOL = 1e-6
+
+
+def as_integers(p, exact=False):
+    """Raw positions ``p`` as int64 when every entry is within GRID_TOL of an integer (``exact``: is
+    an integer), else None. O(size of p); NumPy or CuPy."""
+    xp = xp_of(p)
+    r = xp.rint(p)
+    if p.size and float(xp.abs(p - r).max()) > (0.0 if exact else GRID_TOL):
+        return None
+    return r.astype(np.int64)
+
+
+def grid_shift(p, exact=False):
+    """c when raw positions ``p`` (1|B, N, 1) are the index grid p_i = i + c, with one c for the whole
+    batch, else None (also for D > 1). Within GRID_TOL; with ``exact``, c must be an integer and
+    p_i - i equal to it exactly (then every difference p_j - p_i is the exact integer j - i + c_s - c_q
+    in floating point, so comparisons on positions are comparisons on indices). O(B N): the one
+    "on the grid?" check of the package."""
+    p = p.data if isinstance(p, Tensor) else p
+    if p.ndim != 3 or p.shape[-1] != 1:
+        return None
+    n = p.shape[1]
+    if n == 0 or p.shape[0] == 0:
+        return 0.0
+    xp = xp_of(p)
+    shift = p[..., 0] - xp.arange(n, dtype=p.dtype)
+    c = float(shift.reshape(-1)[0])
+    if exact and (c != round(c) or abs(c) >= 2.0 ** 24):
+        return None
+    return c if float(xp.abs(shift - c).max()) <= (0.0 if exact else GRID_TOL) else None
+
+
 def integer_offsets(query_positions, source_positions, what):
     """p_j - p_i for 1-D positions as an int64 array (1 or B, N, M); raises if not integral."""
     delta = relative_offsets(query_positions, source_positions)
     if delta.shape[-1] != 1:
         raise ShapeError(f"{what}: needs 1-D positions (D = 1), got D = {delta.shape[-1]}")
-    xp = xp_of(delta)
-    rounded = xp.rint(delta[..., 0])
-    if delta.size and float(xp.abs(delta[..., 0] - rounded).max()) > 1e-6:
+    rounded = as_integers(delta[..., 0])
+    if rounded is None:
         raise ConfigError(f"{what}: relative positions must be integers (a grid); got non-integer offsets")
-    return rounded.astype(np.int64)
+    return rounded

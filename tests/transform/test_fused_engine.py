@@ -383,3 +383,50 @@ def test_relu_kernel_gradient_on_integer_positions_against_an_explicit_oracle(ba
     np.testing.assert_allclose(k.W1.grad.data[:, 0], np.einsum("ijk,ij->k", dpre, dp), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(k.b1.grad.data, dpre.sum((0, 1)), rtol=1e-12, atol=1e-12)
     assert (pre == 0).sum() > N                       # the kinks were hit
+
+
+# the support descriptor: cases that are index bands (read off the plan) and cases that fall back
+# (strictly causal, a source grid shifted against the queries, off-grid shifts)
+PLAN_CASES = [  # (support, window, radius, query shift, source shift)
+    ("causal", None, None, 3.0, 3.0), ("full", None, 2.5, 0.0, 0.0), ("causal", 3, 4.0, -2.0, -2.0),
+    ("causal", None, None, 0.0, -1.0), ("full", 2, None, 1.0, 0.0), ("strict_causal", 2, None, 0.0, 0.0),
+    ("causal", 1, None, 0.5, 0.5)]
+
+
+@pytest.mark.parametrize("case", PLAN_CASES)
+@pytest.mark.parametrize("kind", ["dot", "mlp"])
+def test_parity_support_descriptor(case, kind):
+    support, window, radius, cq, cs = case
+    rng = np.random.default_rng(7)
+    op = make_op(kind, "softmax", F64, support, window)
+    op.support = T.Support(support, window, radius)
+    N, M = 37, 29
+    args = {"x": rng.standard_normal((2, N, 3)), "source": rng.standard_normal((2, M, 3)),
+            "positions": np.arange(N, dtype=F64)[:, None] + cq,
+            "source_positions": np.arange(M, dtype=F64)[:, None] + cs}
+    assert_parity(op, args, F64, rng)
+
+
+@pytest.mark.parametrize("kind", ["dot", "mlp"])
+def test_band_supports_never_form_the_dense_mask(kind, monkeypatch):
+    """Causal, window and 1-D radius supports on the index grid reach the raw kernels as a band read
+    off the descriptor: SupportPlan.dense_mask is never called on the fused path."""
+    from itnet_np.transform.support import SupportPlan
+
+    rng = np.random.default_rng(8)
+    for support, window, radius in (("causal", None, None), ("full", 3, None), ("causal", None, 2.5)):
+        op = make_op(kind, "softmax", F64, support, window)
+        op.support, op.backend = T.Support(support, window, radius), "numba"
+        x = itn.tensor(rng.standard_normal((1, 20, 3)), requires_grad=True)
+        expected = op(x).data
+        op.backend = "dense"
+        np.testing.assert_allclose(op(x).data, expected, rtol=1e-12, atol=1e-12)
+
+        def refuse(self):
+            raise AssertionError("the fused path asked for a dense mask")
+        with monkeypatch.context() as m:
+            m.setattr(SupportPlan, "dense_mask", refuse)
+            op.backend = "numba"
+            y = op(x)
+            y.sum().backward()
+        np.testing.assert_array_equal(y.data, expected)

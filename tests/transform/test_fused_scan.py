@@ -21,7 +21,8 @@ from itnet_np.transform import (
     backends,
     register_backend,
 )
-from itnet_np.transform.fused.scan_backend import pays_scan, run_scan, supports_scan
+from itnet_np.transform.fused.scan_backend import pays_scan, run_scan, support_strictness, supports_scan
+from itnet_np.transform.support import Support
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -136,7 +137,7 @@ def test_long_sequence_strong_decay_stays_finite():
     points = Points(xt, np.arange(N, dtype=dtype)[None, :, None])
     proj = kernel.project(points, points)
     values = module.values(xt)
-    out = run_scan(kernel, proj, values, kernel.source_weights(proj), None, "none").data
+    out = run_scan(kernel, proj, values, kernel.source_weights(proj), _plan(N, dtype), "none").data
     delta, Bm, Cm, v = (np.asarray(a.data) for a in (proj.query["delta"], proj.source["B"],
                                                       proj.query["C"], values))
     A = -np.exp(kernel.A_log.data)
@@ -154,16 +155,25 @@ def test_long_sequence_matches_dense_float32():
     _parity(module, _features(dtype, B=1, N=N, C=2), dtype)
 
 
+def _plan(n, dtype=np.float64, mask=None, kind="full", window=None):
+    grid = np.arange(n, dtype=dtype).reshape(1, n, 1)
+    return Support(kind, window).plan(grid, grid, mask)
+
+
 def test_declines():
     k = DecayKernel(heads=1, rng=0, dtype=np.float64)
-    assert supports_scan(k, "none", None, None)
-    assert not supports_scan(k, "softmax", None, None)
-    assert not supports_scan(k, "sum", None, None)
+    assert supports_scan(k, "none", None, _plan(5))
+    assert not supports_scan(k, "softmax", None, _plan(5))
+    assert not supports_scan(k, "sum", None, _plan(5))
     window = np.tril(np.ones((5, 5), bool)) & np.triu(np.ones((5, 5), bool), -2)
-    assert not supports_scan(k, "none", None, window[None])
-    assert supports_scan(k, "none", None, np.ones((1, 5, 5), bool))
+    assert support_strictness(k, _plan(5, mask=window[None])) is None
+    assert support_strictness(k, _plan(5, window=2)) is None           # the same cut, as a descriptor
+    assert support_strictness(k, _plan(5, mask=np.ones((1, 5, 5), bool))) is False
+    assert support_strictness(k, _plan(5, kind="causal")) is False
+    assert support_strictness(k, _plan(5, kind="strict_causal")) is True
     strict = DecayKernel(heads=1, strict=True, rng=0, dtype=np.float64)
-    assert supports_scan(strict, "none", None, np.tril(np.ones((1, 5, 5), bool), -1))
+    assert support_strictness(strict, _plan(5, mask=np.tril(np.ones((1, 5, 5), bool), -1))) is True
+    assert support_strictness(strict, _plan(5)) is True
     module = IntegralTransform(3, 2, k, backend="scan-test", rng=0, dtype=np.float64)
     with pytest.raises(ConfigError, match="index grid"):
         module(itn.Tensor(_features(np.float64, N=5)), positions=np.arange(5.0)[:, None] * 2.0)

@@ -27,6 +27,7 @@ from itnet_np.transform.fused.stencil_backend import (
     stencil_indices,
     supports_stencil,
 )
+from itnet_np.transform.support import Support
 
 F64, F32 = np.float64, np.float32
 TOL = {F64: 1e-10, F32: 1e-4}
@@ -182,8 +183,10 @@ def test_gradcheck_engine_op():
 
 
 def test_declines():
-    assert supports_stencil(StencilKernel([0, 1]), "none", None, None)
-    assert not supports_stencil(StencilKernel([0, 1]), "softmax", None, None)
+    grid = np.arange(4.0).reshape(1, 4, 1)
+    plan = Support().plan(grid, grid)
+    assert supports_stencil(StencilKernel([0, 1]), "none", None, plan)
+    assert not supports_stencil(StencilKernel([0, 1]), "softmax", None, plan)
     t = IntegralTransform(2, 3, StencilKernel([-1, 0, 1], dtype=F64), backend=NAME, dtype=F64)
     x = np.ones((1, 4, 2))
     with pytest.raises(ConfigError):

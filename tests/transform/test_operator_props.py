@@ -217,9 +217,9 @@ def test_per_head_mask_and_score_bias_gradients_and_the_dense_path():
     # fused backends are never handed a per-head mask or a score bias
     calls = []
 
-    def spy(kernel, proj, values, weights, keep, normalization):
-        calls.append(keep.shape if keep is not None else None)
-        return T.backends.dense(kernel, proj, values, weights, keep, normalization)
+    def spy(kernel, proj, values, weights, support, normalization):
+        calls.append(support.mask.shape if support.mask is not None else None)
+        return T.backends.dense(kernel, proj, values, weights, support, normalization)
     T.register_backend("test-spy", spy)
     try:
         spied = mlp_op("softmax", D=1, support="causal", backend="test-spy")

@@ -1,6 +1,6 @@
 """The 'numba' backend of IntegralTransform: the operator's call mapped onto one fused engine op.
 
-Contract (backends.py): ``fused(kernel, proj, values, weights, mask, normalization) -> (B, H, N, dv)``
+Contract (backends.py): ``fused(kernel, proj, values, weights, support, normalization) -> (B, H, N, dv)``
 must equal the dense reference, with gradients. The kernel's per-point projections (engine Tensors
 computed by ``kernel.project``) are the fused op's inputs, so the engine carries gradients upstream to
 features, positions and every kernel parameter; the op itself is a single graph node.
@@ -20,9 +20,11 @@ StencilKernel -> stencil_backend.run_stencil: a banded gather over the T taps ('
 DecayKernel, SelectiveKernel -> scan_backend.run_scan: the recurrence as an O(N state) scan ('none';
     the index grid; the kernel's own causal or strictly causal support).
 
-Support: the operator hands a dense bool mask (1|B, N, M). ``band_of`` reads off the tightest index
-band holding it (causal j <= i, window |i - j| <= w), which the raw kernels use to skip whole tiles;
-the mask itself is passed on only where it differs from that band.
+Support: the operator hands a support.SupportPlan (built once per call, O(N + M)). ``support_args``
+reads the index band (causal j <= i, window |i - j| <= w) off it, which the raw kernels use to skip
+whole tiles, so causal, window and 1-D radius supports on the integer grid form nothing of size N x M.
+A user's explicit mask goes on as given (``band_of`` tightens the band to it); a support that is no
+index band (strictly causal, off-grid positions) falls back to the plan's dense mask.
 
 Not fused (``supports`` is False, 'auto' uses dense, an explicit backend='numba' raises ConfigError):
 LowRankKernel and SumKernel, softmax for stencil and scan kernels, T5 / learned relative biases (an N x M table whose gradient needs an N x M
@@ -41,6 +43,7 @@ from ..kernels.mlp import MLPKernel
 from ..kernels.selective import SelectiveKernel
 from ..kernels.stencil import StencilKernel
 from ..normalization import check_softmax_weights, ratio_or_zero
+from ..positions import GRID_TOL
 from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp
 from .scan_backend import pays_scan, run_scan, supports_scan
@@ -108,19 +111,31 @@ def _decline(kernel, normalization, weights):
             "SelectiveKernel)")
 
 
-def _grid_shift(proj):
+def _common_grid(support):
     """True when query and source positions are i + c and j + c (one common c): ALiBi's |p_i - p_j|
     is then the raw kernel's |i - j|."""
-    pq, ps = raw(proj.query["p"]), raw(proj.source["p"])
-    if pq.shape[-1] != 1 or ps.shape[-1] != 1:
-        return False
-    u = pq[..., 0] - np.arange(pq.shape[1])
-    w = ps[..., 0] - np.arange(ps.shape[1])
-    c = u.flat[0] if u.size else (w.flat[0] if w.size else 0.0)
-    return bool(np.all(np.abs(u - c) <= 1e-6) and np.all(np.abs(w - c) <= 1e-6))
+    return support.shift is not None and abs(support.shift[0] - support.shift[1]) <= GRID_TOL
 
 
-def _decline_call(kernel, proj, values, weights, normalization):
+def support_args(support):
+    """(causal, window, mask) of the raw kernels for a SupportPlan: the support's index band read from
+    the descriptor, the user's mask (if any) on top, tightened by ``band_of`` to skip tiles. Only a
+    support that is no index band (strictly causal, positions off the exact integer grid, D > 1)
+    falls back to the dense mask."""
+    band, mask = support.index_band(), support.mask
+    if band is None:
+        band, mask = (False, None), support.dense_mask()
+    causal, window = band
+    if mask is not None:
+        banded, width, mask = band_of(mask)
+        causal = causal or banded
+        window = width if window is None else window if width is None else min(window, width)
+    if mask is not None and mask.ndim == 3:
+        mask = mask[:, None]                          # (1|B, N, M) -> (1|B, 1, N, M)
+    return causal, window, mask
+
+
+def _decline_call(kernel, proj, values, weights, support, normalization):
     """Why this call cannot be fused, including facts known only from the data; or None."""
     reason = _decline(kernel, normalization, weights)
     if reason:
@@ -128,48 +143,47 @@ def _decline_call(kernel, proj, values, weights, normalization):
     if type(raw(values)) is not np.ndarray:
         return "arrays that are not NumPy arrays (the fused kernels run on the CPU)"
     if isinstance(kernel, DotProductKernel):
-        if kernel.position_bias is not None and not _grid_shift(proj):
+        if kernel.position_bias is not None and not _common_grid(support):
             return "ALiBi on positions other than the index grid p_i = i + c"
         if weights is not None and normalization == "softmax" and kernel.scale == 0:
             return "softmax quadrature weights with scale = 0"
     return None
 
 
-def supports(kernel, normalization, weights, mask):
+def supports(kernel, normalization, weights, support):
     """Whether 'auto' may pick this backend (static checks; see the module docstring)."""
     if isinstance(kernel, _SCANNED):
-        return supports_scan(kernel, normalization, weights, mask)
+        return supports_scan(kernel, normalization, weights, support)
     return _decline(kernel, normalization, weights) is None
 
 
-def pays(kernel, proj, values, weights, mask, normalization):
+def pays(kernel, proj, values, weights, support, normalization):
     """'auto': fuse only when N M is large enough for the fused kernel to beat the dense path and the
     call can be fused at all."""
     if isinstance(kernel, _SCANNED):
-        return pays_scan(kernel, proj, values, weights, mask, normalization)
+        return pays_scan(kernel, proj, values, weights, support, normalization)
     if isinstance(kernel, StencilKernel):
-        return pays_stencil(kernel, proj, values, weights, mask, normalization)
+        return pays_stencil(kernel, proj, values, weights, support, normalization)
     family = "dot" if isinstance(kernel, DotProductKernel) else "mlp"
     rows = (proj.query["q"] if family == "dot" else proj.query["a"]).shape[1]
     need = MIN_PAIRS[family, raw(values).dtype.itemsize]
-    return rows * values.shape[2] >= need and _decline_call(kernel, proj, values, weights, normalization) is None
+    return rows * values.shape[2] >= need and \
+        _decline_call(kernel, proj, values, weights, support, normalization) is None
 
 
-def fused(kernel, proj, values, weights, mask, normalization):
+def fused(kernel, proj, values, weights, support, normalization):
     """The backend function (backends.py contract); ConfigError for a call it cannot fuse."""
     if isinstance(kernel, _SCANNED):
-        return run_scan(kernel, proj, values, weights, mask, normalization)
+        return run_scan(kernel, proj, values, weights, support, normalization)
     if isinstance(kernel, StencilKernel):
-        return run_stencil(kernel, proj, values, weights, mask, normalization)
+        return run_stencil(kernel, proj, values, weights, support, normalization)
     if normalization == "softmax":
         check_softmax_weights(weights)
-    reason = _decline_call(kernel, proj, values, weights, normalization)
+    reason = _decline_call(kernel, proj, values, weights, support, normalization)
     if reason:
         raise ConfigError(f"backend='numba' cannot fuse {reason}; use backend='auto' (falls back to "
                           "'dense' for such calls) or backend='dense'")
-    causal, window, rest = (False, None, None) if mask is None else band_of(mask)
-    if rest is not None and rest.ndim == 3:
-        rest = rest[:, None]                          # (1|B, N, M) -> (1|B, 1, N, M)
+    causal, window, rest = support_args(support)
     if isinstance(kernel, DotProductKernel):
         return _dot(kernel, proj, values, weights, rest, causal, window, normalization)
     return _mlp(kernel, proj, values, weights, rest, causal, window, normalization)

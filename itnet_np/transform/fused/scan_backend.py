@@ -1,6 +1,6 @@
 """The scan form of the recurrence kernels: DecayKernel and SelectiveKernel in O(N state), not O(N^2).
 
-Contract (backends.py): ``run_scan(kernel, proj, values, weights, mask, normalization) -> (B, H, N, d)``
+Contract (backends.py): ``run_scan(kernel, proj, values, weights, support, normalization) -> (B, H, N, d)``
 equals the dense reference, with gradients. With normalization 'none' the transform of head h is
 
     y_t = sum_{s <= t (s < t when strict)} K^h(t, s) w_s v_s
@@ -16,7 +16,8 @@ Every input is an engine Tensor (the kernel's parameters, its projections Delta,
 weights), so gradients reach features and kernel parameters through the engine; each scan is one
 graph node (twice_differentiable=False, like fused/engine_ops.py).
 
-Supported (``supports_scan``): normalization 'none'; a support mask (1|B, N, N) that keeps every pair
+Supported (``supports_scan``): normalization 'none'; a support (read from the SupportPlan: the
+configured kind on the index grid, or a user's mask (1|B, N, N)) that keeps every pair
 the kernel's own support keeps (then it changes nothing), or, for a non-strict kernel, exactly the
 strictly causal pairs of it (then the scan drops lag 0). At call time (ConfigError otherwise):
 NumPy arrays, N == M, and positions on the index grid p_i = i + c (the kernels' lag t - s is a
@@ -30,6 +31,7 @@ from ...autograd.primitive import primitive
 from ...errors import ConfigError
 from ..kernels.decay import DecayKernel
 from ..kernels.selective import SelectiveKernel
+from ..positions import GRID_TOL
 from ._notice import announce
 from .engine_ops import Saved
 from .scan_numba import decay_backward, decay_forward, selective_backward, selective_forward
@@ -104,7 +106,7 @@ def scan_strictness(kernel, mask):
         return base
     mask = np.asarray(mask)
     n, m = mask.shape[-2:]
-    if n != m:
+    if n != m or mask.ndim != 3:
         return None
     # the first dropped source of each row (n when none): every s < t must be kept
     first_dropped = np.where(mask.all(-1), n, mask.argmin(-1))
@@ -116,61 +118,65 @@ def scan_strictness(kernel, mask):
     return True if not diagonal.any() else None
 
 
-def _decline(kernel, normalization, weights, mask):
+def support_strictness(kernel, support):
+    """scan_strictness for a SupportPlan: from the descriptor alone (O(1)) for a configured support
+    on the exact index grid without a user mask; from the dense mask otherwise (a user's mask is
+    N x M already)."""
+    base, sup = _kernel_strict(kernel), support.support
+    if support.mask is None and sup.window is None and sup.radius is None and \
+            (sup.kind == "full" or support.offset == 0):
+        return base if sup.kind in ("full", "causal") else True
+    if support.mask is not None and type(support.mask) is not np.ndarray:
+        return None
+    return scan_strictness(kernel, support.dense_mask())
+
+
+def _decline(kernel, normalization, weights, support):
     if not isinstance(kernel, (DecayKernel, SelectiveKernel)):
         return f"{type(kernel).__name__} (scan: DecayKernel, SelectiveKernel)"
     if normalization != "none":
         return f"normalization={normalization!r} (scan: 'none' only)"
-    if mask is not None and type(mask) is not np.ndarray:
+    if support.mask is not None and type(support.mask) is not np.ndarray:
         return "a mask that is not a NumPy array (the scan runs on the CPU)"
-    if mask is not None and scan_strictness(kernel, mask) is None:
-        return "a mask other than the (strictly) causal support the kernel implies"
     return None
 
 
-def _on_grid(p, n):
-    p = raw(p)
-    if p.shape[-1] != 1 or p.shape[-2] != n:
-        return False
-    shift = p[..., 0] - np.arange(n)
-    return bool(np.all(np.abs(shift - shift.flat[0]) <= 1e-6)) if shift.size else True
-
-
-def _decline_call(kernel, proj, values, weights, mask, normalization):
-    reason = _decline(kernel, normalization, weights, mask)
+def _decline_call(kernel, proj, values, weights, support, normalization):
+    reason = _decline(kernel, normalization, weights, support)
     if reason:
         return reason
     if type(raw(values)) is not np.ndarray:
         return "arrays that are not NumPy arrays (the scan runs on the CPU)"
-    n, m = proj.query["p"].shape[1], values.shape[2]
+    n, m = support.n, support.m
     if n != m:
         return f"N = {n} queries against M = {m} sources (scan: self mode, N == M)"
-    pq, ps = raw(proj.query["p"]), raw(proj.source["p"])
-    if not (_on_grid(pq, n) and _on_grid(ps, m)) or (n and abs(float(pq.flat[0]) - float(ps.flat[0])) > 1e-6):
+    if support.shift is None or abs(support.shift[0] - support.shift[1]) > GRID_TOL:
         return "positions other than the index grid p_i = i + c"
     if isinstance(kernel, SelectiveKernel) and proj.query["delta"] is not proj.source["delta"]:
         return "a tile of a selective projection (the scan needs the whole sequence)"
+    if support_strictness(kernel, support) is None:
+        return "a mask other than the (strictly) causal support the kernel implies"
     return None
 
 
-def supports_scan(kernel, normalization, weights, mask):
-    """Whether the scan can run this call (static facts plus the raw support mask)."""
-    return _decline(kernel, normalization, weights, mask) is None
+def supports_scan(kernel, normalization, weights, support):
+    """Whether the scan can run this call (static facts; the support is checked per call)."""
+    return _decline(kernel, normalization, weights, support) is None
 
 
-def pays_scan(kernel, proj, values, weights, mask, normalization):
+def pays_scan(kernel, proj, values, weights, support, normalization):
     """'auto': scan whenever the call can be scanned. Measured (forward + backward, warm, 2-core CPU,
     IntegralTransform(16 -> 16), B = 2, H = 2, causal): scan/dense time 0.5-0.65 at N = 4..16,
     0.3-0.45 at N = 32, 0.13-0.3 at N = 64 (Decay 2 + 2 modes, Selective S = 16; f64 and f32)."""
-    return _decline_call(kernel, proj, values, weights, mask, normalization) is None
+    return _decline_call(kernel, proj, values, weights, support, normalization) is None
 
 
-def run_scan(kernel, proj, values, weights, mask, normalization):
+def run_scan(kernel, proj, values, weights, support, normalization):
     """The backend function (backends.py contract); ConfigError for a call the scan cannot run."""
-    reason = _decline_call(kernel, proj, values, weights, mask, normalization)
+    reason = _decline_call(kernel, proj, values, weights, support, normalization)
     if reason:
         raise ConfigError(f"scan backend cannot run {reason}; use backend='auto' or backend='dense'")
-    strict = scan_strictness(kernel, mask)
+    strict = support_strictness(kernel, support)
     v = values
     if weights is not None:
         v = values * ops.reshape(weights, tuple(weights.shape) + (1,))     # w_s v_s, (B, H, N, d)

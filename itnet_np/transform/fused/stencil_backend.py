@@ -8,8 +8,8 @@ one source j(i, a), found by a sorted search over linearised source keys; the tr
     y^h_i = (the same with v -> [v | 1]): numerator / denominator            ('sum', 0 -> 1)
 
 which is the dense reference exactly (the dense A has no other nonzero entry), at O(B H N T d) cost.
-The support mask (1|B, N, M) is read only at the tap pairs, so any mask of the backend contract
-(causal, window, radius, explicit) is applied exactly. The engine op takes (table, w, v), so
+The configured support (causal, window, radius) is evaluated on the T tap offsets, the user's mask
+(1|B, N, M) only at the tap pairs, so both apply exactly and nothing of size N x M is formed. The engine op takes (table, w, v), so
 gradients reach the kernel's table, the quadrature weights and the values; positions are
 constants (as in the dense indicator).
 
@@ -25,6 +25,7 @@ from ...autograd.primitive import primitive
 from ...errors import ConfigError
 from ..kernels.stencil import StencilKernel
 from ..normalization import ratio_or_zero
+from ..positions import as_integers
 from .engine_ops import Saved
 from .stencil_numba import stencil_backward, stencil_forward
 
@@ -39,14 +40,6 @@ MIN_PAIRS = 48 * 48
 _TOL = 1e-6              # the dense indicator's matching tolerance
 
 
-def _integers(p):
-    """p as int64 when every entry is within _TOL of an integer, else None."""
-    r = np.rint(p)
-    if p.size and float(np.abs(p - r).max()) > _TOL:
-        return None
-    return r.astype(np.int64)
-
-
 def stencil_indices(query_positions, source_positions, offsets, mask=None):
     """idx int64 (1|B, N, T): the source j with p_j = q_i + o_a and mask[b, i, j], else -1.
 
@@ -54,7 +47,7 @@ def stencil_indices(query_positions, source_positions, offsets, mask=None):
     Returns None (with no partial work kept) when positions are not integers, sources repeat a
     position, or the source box is too large to linearise in int64.
     """
-    q, s = _integers(np.asarray(query_positions)), _integers(np.asarray(source_positions))
+    q, s = as_integers(np.asarray(query_positions)), as_integers(np.asarray(source_positions))
     if q is None or s is None:
         return None
     off = np.asarray(offsets, np.int64)
@@ -117,7 +110,7 @@ def fused_stencil(table, w, v, idx):
 
 # ------------------------------------------------------------------------------------- backend
 
-def supports_stencil(kernel, normalization, weights, mask):
+def supports_stencil(kernel, normalization, weights, support):
     """Static check for 'auto': a StencilKernel with normalisation 'none' or 'sum'."""
     return isinstance(kernel, StencilKernel) and normalization in ("none", "sum")
 
@@ -133,24 +126,39 @@ def decline_reason(kernel, proj, values, normalization):
     pq, ps = raw(proj.query["p"]), raw(proj.source["p"])
     if pq.shape[-1] != kernel.position_dim or ps.shape[-1] != kernel.position_dim:
         return f"positions of D = {pq.shape[-1]} for {kernel.position_dim}-D offsets"
-    if _integers(pq) is None or _integers(ps) is None:
+    if as_integers(pq) is None or as_integers(ps) is None:
         return "positions that are not integer-valued"
     return None
 
 
-def pays_stencil(kernel, proj, values, weights, mask, normalization):
+def pays_stencil(kernel, proj, values, weights, support, normalization):
     """'auto': banded when N M >= MIN_PAIRS and the call can run banded."""
     n = raw(proj.query["p"]).shape[1]
     return n * values.shape[2] >= MIN_PAIRS and decline_reason(kernel, proj, values, normalization) is None
 
 
-def run_stencil(kernel, proj, values, weights, mask, normalization):
+def tap_support(support, offsets):
+    """(taps, mask) for stencil_indices: ``taps`` bool (T,), the configured support on the tap
+    offsets (a tap pair has p_j - p_i = o_a exactly when positions are integers), and the user's
+    mask; when positions are only near-integers (within GRID_TOL), the support's dense mask instead,
+    which compares the positions themselves, as the dense reference does."""
+    pq, ps = support.query_positions, support.source_positions
+    if support.support.is_full or (as_integers(pq, exact=True) is not None
+                                   and as_integers(ps, exact=True) is not None):
+        return support.keep_offsets(offsets.astype(np.float64)), support.mask
+    return np.ones(offsets.shape[0], bool), support.dense_mask()
+
+
+def run_stencil(kernel, proj, values, weights, support, normalization):
     """The backend function (backends.py contract) -> (B, H, N, d); ConfigError when declined."""
     reason = decline_reason(kernel, proj, values, normalization)
     idx = None
     if reason is None:
         offsets = np.rint(raw(kernel.offsets)).astype(np.int64)
+        taps, mask = tap_support(support, offsets)
         idx = stencil_indices(raw(proj.query["p"]), raw(proj.source["p"]), offsets, mask)
+        if idx is not None and not taps.all():
+            idx[..., ~taps] = -1
         if idx is None:
             reason = "source positions that repeat or span more than 2^62 grid points"
     if reason:
