@@ -110,8 +110,9 @@ class SupportPlan:
     __slots__ = ("mask", "offset", "query_positions", "shift", "source_positions", "support")
 
     def __init__(self, support, query_positions, source_positions, mask, shift, offset):
-        for name, value in zip(self.__slots__, (support, query_positions, source_positions, mask, shift,
-                                                offset)):
+        fields = {"support": support, "query_positions": query_positions, "source_positions": source_positions,
+                  "mask": mask, "shift": shift, "offset": offset}
+        for name, value in fields.items():
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
