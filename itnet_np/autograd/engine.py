@@ -1,4 +1,4 @@
-"""The reverse-mode engine: graph nodes, the iterative backward pass, and the autograd modes.
+"""The reverse-mode engine: graph nodes and the iterative backward pass.
 
 A node records one application of a primitive: the primitive, its inputs (Tensors or constants),
 its keyword parameters, and -- only if the primitive asks -- its output array. A node never refers
@@ -8,58 +8,25 @@ Backward visits nodes in reverse topological order (an iterative depth-first sor
 100 000 ops needs no recursion) and, for each node, calls the VJPs of the inputs that need a
 gradient. Undoing broadcasting, accumulating, the dtype check of every gradient, the check that
 no saved tensor was modified in place, tensor hooks, anomaly checks and freeing nodes all happen
-here, once, for every op.
-
-The modes (grad recording, anomaly detection) belong to the calling thread, as in torch: a
-``no_grad()`` block or a backward pass in one thread never changes what another thread records.
+here, once, for every op. The modes (modes.py) belong to the calling thread: a backward pass
+turns recording off (or on, for create_graph) in its own thread only.
 """
-import functools
 import threading
 
-import numpy as np
-
 from ..errors import DTypeError, GraphError, ShapeError
-
-# NumPy < 2 promotes a 0-d float32 array combined with a Python number to float64 (value-based
-# casting treats both as scalars); NumPy 2 keeps float32 (NEP 50). The engine restores the float
-# dtype of op outputs and gradients in that one case (see primitive.py and run_backward).
-LEGACY_PROMOTION = int(np.__version__.split(".")[0]) < 2
-
-
-class _State(threading.local):
-    """The modes of the current thread (each thread starts with grad on, anomaly off)."""
-
-    def __init__(self):
-        self.grad_enabled = True
-        self.anomaly = False
-        self.saved = []  # the values the open mode blocks of this thread will restore
-
-
-state = _State()
-# How many mode blocks (and backward passes) are open, over all threads. While it is 0 every thread
-# runs with the defaults, and ops skip the thread-local lookups (about 0.1 us each): see modes().
-OPEN = [0]
-_open_lock = threading.Lock()
-
-
-def _open_block(delta):
-    with _open_lock:
-        OPEN[0] += delta
-
+from .hooks import run_hooks
+from .modes import detect_anomaly, enable_grad, is_grad_enabled, modes, no_grad, open_block, state  # noqa: F401
+from .promotion import restore_gradient_dtype
 
 # In-place writes through the Tensor API, over all threads (see Tensor._bump). A node records the
 # count at its creation; while it is unchanged, no input or output of the node can have changed.
 WRITES = [0]
+_writes_lock = threading.Lock()
 
 
 def count_write():
-    with _open_lock:
+    with _writes_lock:
         WRITES[0] += 1
-
-
-def modes():
-    """(grad_enabled, anomaly) for the calling thread."""
-    return (state.grad_enabled, state.anomaly) if OPEN[0] else (True, False)
 
 
 class Node:
@@ -88,59 +55,6 @@ class Node:
 
     def __repr__(self):
         return f"<node {self.prim.name}{' (freed)' if self.inputs is None else ''}>"
-
-
-class _Mode:
-    """Base of the context managers below; each one also works as a decorator.
-
-    The previous value is kept on the thread's own stack, so one instance may be entered by
-    several threads at once.
-    """
-
-    attr = None
-    value = None
-
-    def __enter__(self):
-        _open_block(1)
-        state.saved.append(getattr(state, self.attr))
-        setattr(state, self.attr, self.value)
-        return self
-
-    def __exit__(self, *exc):
-        setattr(state, self.attr, state.saved.pop())
-        _open_block(-1)
-        return False
-
-    def __call__(self, func):
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with type(self)():
-                return func(*args, **kwargs)
-        return wrapper
-
-
-class no_grad(_Mode):
-    """Disable graph recording in this thread: ``with itn.no_grad(): ...`` or ``@itn.no_grad()``."""
-    attr, value = "grad_enabled", False
-
-
-class enable_grad(_Mode):
-    """Re-enable graph recording inside a ``no_grad`` block."""
-    attr, value = "grad_enabled", True
-
-
-class detect_anomaly(_Mode):
-    """Raise AnomalyError on NaN/Inf in any forward output or backward gradient (this thread).
-
-    While enabled, every node also records the source line that created it, so the error can
-    say where the offending input came from. When disabled the cost is one flag check per op.
-    """
-    attr, value = "anomaly", True
-
-
-def is_grad_enabled():
-    """Whether ops called now, in this thread, record a graph."""
-    return modes()[0]
 
 
 def _consumer_counts(root):
@@ -249,7 +163,7 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
             seed = run_hooks(root._hooks, seed, create_graph)
         if targets is None:
             if root.requires_grad:
-                _accumulate_leaf(root, seed, create_graph)
+                accumulate_leaf(root, seed, create_graph)
             return None
         return [seed if t is root else None for t in targets]
     counts = _consumer_counts(root.node)
@@ -276,7 +190,7 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
     grads = {root.node: seed}
     ready = [root.node]
     prev_enabled, anomaly = modes()
-    _open_block(1)
+    open_block(1)
     state.grad_enabled = create_graph  # this thread only
     try:
         # The hot loop of the engine: kept flat (few helper calls) because it runs once per node.
@@ -314,7 +228,7 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
                 if gi.shape != pdata.shape:
                     gi = unbroadcast(gi, pdata.shape)
                 if gi.dtype is not pdata.dtype and gi.dtype != pdata.dtype:
-                    gi = _restore_dtype(prim, i, gi, pdata)
+                    gi = restore_gradient_dtype(prim, i, gi, pdata)
                 if anomaly:
                     from .primitive import _check_finite
                     _check_finite(prim, gi._data if isinstance(gi, Tensor) else gi, inputs,
@@ -340,14 +254,14 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
                 node.inputs = node.raw = node.out = node.params = None
     finally:
         state.grad_enabled = prev_enabled
-        _open_block(-1)
+        open_block(-1)
     for entry in leaf_grads.values():
         if entry[0]._hooks:
             entry[1] = run_hooks(entry[0]._hooks, entry[1], create_graph)
     if targets is None:
         for leaf, g in leaf_grads.values():
             if leaf.requires_grad:
-                _accumulate_leaf(leaf, g, create_graph)
+                accumulate_leaf(leaf, g, create_graph)
         return None
     for key, ks in target_leaves.items():
         if key in leaf_grads:
@@ -356,82 +270,7 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
     return results
 
 
-def _restore_dtype(prim, i, gi, pdata):
-    """A gradient whose dtype differs from its input's: NumPy < 2's value-based casting (a raw 0-d
-    float32 VJP intermediate times a Python number is float64) is undone; anything else is a bug
-    in the VJP, reported as such (NumPy 2 never takes the first branch, so CI catches both)."""
-    if (LEGACY_PROMOTION and pdata.dtype == np.float32 and gi.dtype == np.float64
-            and isinstance(gi, (np.ndarray, np.generic))):
-        return np.asarray(gi, np.float32)
-    raise DTypeError(f"internal: VJP of '{prim.name}' returned {gi.dtype} for input {i} of dtype {pdata.dtype}")
-
-
-class HookHandle:
-    """Returned by ``Tensor.register_hook``; ``remove()`` unregisters the hook."""
-
-    __slots__ = ("hooks", "fn")
-
-    def __init__(self, hooks, fn):
-        if not callable(fn):
-            raise TypeError(f"register_hook: expected a callable fn(grad), got {type(fn).__name__}")
-        hooks.append(fn)
-        self.hooks, self.fn = hooks, fn
-
-    def remove(self):
-        for k, h in enumerate(self.hooks):
-            if h is self.fn:
-                del self.hooks[k]
-                return
-
-
-class Retain:
-    """The hook behind ``Tensor.retain_grad``: accumulates the gradient into the tensor's ``.grad``.
-
-    It holds the tensor weakly: it lives on the tensor's own node, and a strong reference would
-    make a cycle (tensor -> node -> hook -> tensor).
-    """
-
-    __slots__ = ("ref",)
-
-    def __init__(self, tensor):
-        import weakref
-        self.ref = weakref.ref(tensor)
-
-
-def run_hooks(hooks, g, create_graph):
-    """Apply a tensor's hooks, in registration order, to its complete gradient ``g``; then store it
-    if the tensor retains its gradient (last, as torch does, so ``.grad`` shows what flows on).
-
-    A user hook receives the gradient as a Tensor (one that records a graph under
-    create_graph=True) and returns a replacement (Tensor or array, same shape and dtype) or None.
-    """
-    from .tensor import Tensor
-    retain = None
-    for hook in list(hooks):
-        if type(hook) is Retain:
-            retain = hook.ref()
-            continue
-        wrapped = g if isinstance(g, Tensor) else Tensor._wrap(g, None)
-        new = hook(wrapped)
-        if new is None:
-            continue
-        data = new._data if isinstance(new, Tensor) else new
-        shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", None)
-        if shape != wrapped.shape or dtype != wrapped.dtype:
-            from ..errors import describe
-            raise (ShapeError if shape != wrapped.shape else DTypeError)(
-                f"hook {getattr(hook, '__name__', hook)!r} returned {describe(data)}; a hook returns None "
-                f"or a gradient like the one it received ({describe(wrapped._data)})")
-        if create_graph:
-            g = new if isinstance(new, Tensor) else Tensor._wrap(new, None)
-        else:
-            g = data
-    if retain is not None:
-        _accumulate_leaf(retain, g, create_graph)
-    return g
-
-
-def _accumulate_leaf(leaf, g, create_graph):
+def accumulate_leaf(leaf, g, create_graph):
     """``leaf.grad += g`` without ever aliasing ``g`` (or another leaf's gradient)."""
     from .tensor import Tensor
     if create_graph:

@@ -1,4 +1,4 @@
-"""How an op is declared, and the promotion rule every op follows.
+"""How an op is declared, and what happens when one is called.
 
 An op is a :class:`Primitive`: a forward on raw arrays plus one vector-Jacobian product (VJP) per
 differentiable input, stated next to each other::
@@ -17,20 +17,16 @@ called with Tensors records a graph), which yields higher-order gradients for fr
 The engine, not the op, does the bookkeeping once: it undoes broadcasting, accumulates, checks
 dtypes and devices, calls only the VJPs of inputs that need a gradient, and frees nodes.
 
-Promotion (torch's rule, the same on NumPy 1.26 and 2.x). The *data* inputs of an op are its
-positional inputs that have a VJP (``where``'s condition, declared with ``None``, is not data):
-
-- all floating data must have one dtype (float32 with float64 is a DTypeError naming both inputs);
-- Python numbers, and integer or bool arrays, Tensors and NumPy scalars, take that float dtype;
-  nested lists are converted like ``itn.tensor`` does, then follow the same rule;
-- with no floating input at all, a floating result takes the default dtype (``int_tensor / 2``);
-- strings, objects, complex numbers and other non-numeric data are refused (DTypeError).
+Every op follows one promotion rule (promotion.py): integers, bools and Python numbers take
+the float dtype of the op's data; float32 never meets float64 silently.
 """
 import numpy as np
 
-from ..errors import AnomalyError, DeviceError, DTypeError, ITNetError, ShapeError
-from . import tensor as _tensor
-from .engine import LEGACY_PROMOTION, OPEN, Node, state
+from ..errors import AnomalyError, DeviceError, ITNetError
+from . import promotion
+from .engine import Node
+from .modes import OPEN, state
+from .promotion import LEGACY_PROMOTION
 from .tensor import Tensor
 
 _SCALARS = (int, float, bool)
@@ -93,19 +89,16 @@ class Primitive:
                 d = a
             kind = getattr(d, "dtype", None)
             if kind is None or kind.kind != "f":
-                if self._is_data(i):
+                if promotion.is_data(self, i):
                     fix = [i] if fix is None else fix + [i]
                 if kind is None:
                     continue
             elif dtype is None:
                 dtype, first = kind, i
             elif kind is not dtype and kind != dtype:
-                if LEGACY_PROMOTION and raw is None and _legacy_scalar(args, first, i):
-                    return self._legacy_fast_path(args, params)
-                raise DTypeError(
-                    f"{self.name}: cannot mix {dtype} and {kind}: {self._arg(first)} is {dtype}, "
-                    f"{self._arg(i)} is {kind}; convert one explicitly (e.g. x.astype('{dtype}')): "
-                    "itnet-np never upcasts silently")
+                if LEGACY_PROMOTION and raw is None and promotion.legacy_scalar(args, first, i):
+                    return self(*promotion.narrow_legacy_scalars(args), **params)
+                raise promotion.mix_error(self, first, dtype, i, kind)
             gpu = type(d) is not np.ndarray and hasattr(d, "__cuda_array_interface__")
             if on_gpu is None:
                 on_gpu = gpu
@@ -114,7 +107,7 @@ class Primitive:
                     f"{self.name}: inputs live on different devices (cpu and cuda); "
                     "move them with .to('cpu') or .to('cuda') first")
         if fix is not None:
-            args, values, dtype = self._promote(args, raw, fix, dtype)
+            args, values, dtype = promotion.promote(self, args, raw, fix, dtype)
             if raw is not None:
                 raw = values
             else:
@@ -127,13 +120,11 @@ class Primitive:
         except ITNetError:
             raise
         except ValueError as e:  # NumPy's broadcasting / core-dimension messages, said plainly
-            shapes = [str(tuple(a.shape)) for a in (raw or args) if hasattr(a, "shape")]
-            raise ShapeError(f"{self.name}: inputs of shapes {' and '.join(shapes)} do not fit together "
-                             f"({e})") from None
+            raise promotion.shape_error(self, raw or args, e) from None
         if type(out) is not np.ndarray and isinstance(out, np.generic):
             out = np.asarray(out)  # NumPy returns scalars from 0-d ops; a Tensor always holds an array
         if dtype is None or LEGACY_PROMOTION:
-            out = self._result_dtype(out, dtype)
+            out = promotion.result_dtype(self, out, dtype)
         if OPEN[0]:  # a mode block is open in some thread: read this thread's modes
             grad_enabled, anomaly = state.grad_enabled, state.anomaly
             if anomaly:
@@ -149,75 +140,6 @@ class Primitive:
         if anomaly:
             node.site = _creation_site()
         return Tensor._wrap(out, node)
-
-    # ----- the promotion rule (off the hot path: only ops given non-float data get here) ----------
-    def _is_data(self, i):
-        vjps = self.vjps
-        return i < len(vjps) and vjps[i] is not None
-
-    def _arg(self, i):
-        """'input 1 (y)': an input by position and, when the forward's signature says, by name."""
-        import inspect
-        try:
-            names = [p.name for p in inspect.signature(self.forward).parameters.values()
-                     if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        except (TypeError, ValueError):
-            names = []
-        return f"input {i} ({names[i]})" if i < len(names) else f"input {i}"
-
-    def _promote(self, args, raw, fix, dtype):
-        """Give the non-float data at positions ``fix`` the float dtype (see the module docstring).
-
-        Returns (args, values, dtype): args with converted constants, the values the forward gets,
-        and the float dtype (the default one when only a list brought floats in).
-        """
-        args = list(args)
-        values = list(raw) if raw is not None else list(args)
-        for i in fix:
-            v = values[i]
-            if getattr(v, "dtype", None) is None:
-                try:
-                    v = np.asarray(v)
-                except ValueError as e:
-                    raise ShapeError(f"{self.name}: {self._arg(i)} is a ragged nested list ({e})") from None
-                if v.dtype.kind == "f" and dtype is None:
-                    dtype = _tensor.get_default_dtype()
-            if v.dtype.kind not in "biuf":
-                raise DTypeError(
-                    f"{self.name}: {self._arg(i)} is {type(args[i]).__name__} data of dtype {v.dtype}; "
-                    "expected bool, integer or float data (arrays, Tensors, Python numbers or nested lists)")
-            values[i] = v
-        for i in fix:
-            if dtype is not None and values[i].dtype != dtype:
-                values[i] = values[i].astype(dtype)
-            if not isinstance(args[i], Tensor):
-                args[i] = values[i]
-        return tuple(args), values, dtype
-
-    def _legacy_fast_path(self, args, params):
-        """NumPy < 2 only: VJP code on raw arrays meets 0-d float64 values that value-based casting
-        made from float32 ones (np.float32(3) - 1 is float64 there). They get float32 back, the
-        dtype NumPy 2 keeps; Tensors and arrays with dimensions never take this path."""
-        f32 = np.dtype(np.float32)
-        return self(*[a.astype(f32) if getattr(a, "dtype", None) == np.float64 and not np.ndim(a) else a
-                      for a in args], **params)
-
-    def _result_dtype(self, out, dtype):
-        """The output's float dtype: the inputs' one (undoing NumPy < 2's value-based upcast of 0-d
-        float32 with Python numbers), or the default one when no input was floating."""
-        if self.changes_dtype or getattr(out, "dtype", None) is None or out.dtype.kind != "f":
-            return out
-        want = dtype if dtype is not None else _tensor.get_default_dtype()
-        return out if out.dtype == want else out.astype(want)
-
-
-def _legacy_scalar(args, first, i):
-    """Among raw inputs ``first`` and ``i`` (float32 and float64), the float64 one is 0-d, and no
-    Tensor follows (see Primitive._legacy_fast_path)."""
-    wide = args[first] if args[first].dtype == np.float64 else args[i]
-    narrow = args[i] if wide is args[first] else args[first]
-    return (narrow.dtype == np.float32 and not np.ndim(wide)
-            and not any(isinstance(a, Tensor) for a in args[i + 1:]))
 
 
 class _ByArgnum:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import DTypeError, GraphError, ShapeError
 from . import backend
+from .modes import is_grad_enabled
 
 _default_dtype = np.dtype(np.float32)
 
@@ -235,12 +236,12 @@ class Tensor:
         is what flows on (and, on a leaf, what accumulates into ``.grad``). Under create_graph=True
         the gradient records a graph and so may the hook. Returns a handle; ``handle.remove()``.
         """
-        from .engine import HookHandle
+        from .hooks import HookHandle
         return HookHandle(self._hook_list("register_hook"), fn)
 
     def retain_grad(self):
         """Make this intermediate tensor keep its gradient in ``.grad`` (leaves always do)."""
-        from .engine import Retain
+        from .hooks import Retain
         hooks = self._hook_list("retain_grad")
         if self.node is not None and not any(type(h) is Retain for h in hooks):
             hooks.append(Retain(self))
@@ -282,7 +283,7 @@ class Tensor:
 
     def _recorded(self, other, what):
         """Whether an in-place write must be recorded in a graph; raises for a leaf requiring grad."""
-        if not (_engine.is_grad_enabled() and (self.requires_grad or getattr(other, "requires_grad", False))):
+        if not (is_grad_enabled() and (self.requires_grad or getattr(other, "requires_grad", False))):
             return False
         if self.requires_grad and self.node is None:
             raise GraphError(

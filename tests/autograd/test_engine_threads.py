@@ -125,7 +125,7 @@ def test_a_backward_pass_in_one_thread_does_not_turn_grad_off_in_another():
     seen = {}
 
     def pause(g):
-        seen["inside"] = itn.autograd.engine.is_grad_enabled()  # False in the backward's own thread
+        seen["inside"] = itn.autograd.is_grad_enabled()  # False in the backward's own thread
         paused.set()
         resume.wait(60)
 
