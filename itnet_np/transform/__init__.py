@@ -27,22 +27,27 @@ grid and their shift (``positions.grid_shift``, the package's one grid check), a
 index band (j <= i, |i - j| <= w) or per-row source ranges [lo_i, hi_i). Only the dense reference
 calls ``plan.dense_mask()``, the N x M matrix.
 
-*Backends.* ``IntegralTransform(..., backend='dense')`` evaluates A = n(w, s) densely and A @ v.
-Calls with a per-head mask or a score_bias are always evaluated densely (outside the contract below).
-A fused backend is a function ``fn(kernel, proj, values, weights, support, normalization) -> (B, H, N, d)``
-(``support`` the SupportPlan) registered with ``backends.register_backend(name, fn, supports)``;
-``backend='numba'`` imports ``itnet_np.transform.fused`` (which registers itself) and ``'auto'`` picks
-the first registered backend whose ``supports(kernel, normalization, weights, support)`` is true, else
-'dense'. A fused
-backend works tile by tile from the projection (``proj.tile`` or ``kernel.factors``) and keeps a
-running max and sum for softmax; its parity test is against 'dense'.
+*Backends* (planner.py). The operator packs kernel, projections, values, weights, support descriptor,
+normalisation and score bias into one ``TransformCall``; a backend is ``plan(call) -> Plan | Decline``
+('dense', the reference, accepts everything; 'numba' is fused/numba_plans.py; more join with
+``register_backend(name, plan)``). ``backend='auto'`` runs the first non-dense plan that is accepted
+and pays at this size, else dense; an explicit backend that declines raises ConfigError with the
+reason; ``layer.explain(x, ...)`` gives the decision and every backend's answer in words. Fused
+plans work tile by tile from the projection (``proj.tile`` or ``kernel.factors``), keep a running
+max and sum for softmax, and are tested for parity against 'dense'.
+
+*The path of one fused call* (dot-product kernel, softmax, causal):
+``IntegralTransform.forward`` -> ``_call`` (``_prepare``: ``Support.plan`` -> SupportPlan; the values)
+-> ``planner.plan(name, call)`` -> ``fused.numba_plans.plan(call)`` -> ``Plan.run()`` ->
+``numba_plans._dot`` (band from the descriptor) -> ``fused.engine_ops.fused_attention`` (one engine
+node) -> ``fused.attention_numba.attention_forward`` -> the tiled Numba kernel. The word "backend"
+alone means this choice of evaluator; ``autograd/backend.py`` is the array module (NumPy/CuPy).
 
 *Implicit mode.* :class:`Volterra` (volterra.py) solves y = Phi(T_K[y], x) with T_K made strictly
 causal, by forward substitution or Picard iteration; ``shift_transform`` is the lag-1 T_K of
 Elman/GRU/LSTM recurrences.
 """
-from . import backends  # noqa: F401
-from .backends import available_backends, register_backend  # noqa: F401
+from . import planner  # noqa: F401
 from .kernels import (  # noqa: F401
     DecayKernel,
     DotProductKernel,
@@ -61,6 +66,7 @@ from .kernels import (  # noqa: F401
 )
 from .normalization import NORMALIZATIONS, transform_matrix  # noqa: F401
 from .operator import IntegralTransform  # noqa: F401
+from .planner import Decline, Plan, TransformCall, available_backends, register_backend  # noqa: F401
 from .positions import as_positions, grid_positions, relative_offsets  # noqa: F401
 from .quadrature import QUADRATURES, LearnedQuadrature  # noqa: F401
 from .sdpa import scaled_dot_product_attention  # noqa: F401

@@ -22,11 +22,11 @@ from ..autograd.backend import xp_of
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, DTypeError, ShapeError, describe
 from ..nn.module import Module
-from . import backends
+from . import planner
 from ._config import flag, float_dtype, generator, integer, optional_integer
 from .kernels.base import Kernel, Points, new_parameter
 from .kernels.sum import SumKernel
-from .normalization import check_normalization, check_softmax_weights, transform_matrix
+from .normalization import check_normalization, check_softmax_weights
 from .positions import as_positions
 from .quadrature import LearnedQuadrature, check_quadrature, check_weights, combine_weights
 from .support import as_support, check_mask
@@ -87,13 +87,13 @@ class IntegralTransform(Module):
 
     @property
     def backend(self):
-        """Who evaluates the integral: 'dense', 'auto' or a registered backend (backends.py); checked
+        """Who evaluates the integral: 'dense', 'auto' or a registered backend (planner.py); checked
         on assignment, so ``layer.backend = 'numba'`` fails at once when numba cannot run."""
         return self._backend
 
     @backend.setter
     def backend(self, name):
-        self._backend = backends.check_backend(name)
+        self._backend = planner.check_backend(name)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, heads={self.heads}, "
@@ -149,6 +149,16 @@ class IntegralTransform(Module):
                     bias = ops.where(excluded, 0.0, bias)
         return src, proj, w, plan, bias
 
+    def _call(self, x, positions, source, source_positions, weights, mask, score_bias, values=True):
+        """The planner.TransformCall of one evaluation (None when there are no sources; without the
+        values when ``values`` is False)."""
+        src, proj, w, support, bias = self._prepare(x, positions, source, source_positions, weights, mask,
+                                                    score_bias)
+        if proj is None:
+            return None
+        return planner.TransformCall(self.kernel, proj, self.values(src.features) if values else None, w,
+                                     support, self.normalization, bias)
+
     def values(self, source_features):
         """v (B, H, M, d) = W_V^h f_j (+ b_V^h)."""
         B, M = source_features.shape[0], source_features.shape[1]
@@ -157,25 +167,25 @@ class IntegralTransform(Module):
             v = v + self.b_V
         return ops.transpose(ops.reshape(v, (B, M, self.heads, self.head_dim)), (0, 2, 1, 3))
 
-    def _matrix(self, proj, w, plan, bias, shape):
-        """The dense A (B, H, N, M): scores (+ score bias), then weights, support and normalisation."""
-        scores = self.kernel.scores(proj)
-        if bias is not None:
-            scores = scores + bias
-        if tuple(scores.shape) != shape:
-            scores = ops.broadcast_to(scores, shape)
-        return transform_matrix(scores, w, plan.dense_mask(), self.normalization)
-
     def kernel_matrix(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None,
                       score_bias=None):
         """The matrix A (B, H, N, M) of the module docstring (dense; support, weights, score bias and
         normalisation applied), so that the integral of head h is A[:, h] @ v[:, h]."""
-        src, proj, w, plan, bias = self._prepare(x, positions, source, source_positions, weights, mask,
-                                                 score_bias)
-        B, N, M = x.shape[0], x.shape[1], src.features.shape[1]
-        if proj is None:
+        call = self._call(x, positions, source, source_positions, weights, mask, score_bias, values=False)
+        B, N = x.shape[0], x.shape[1]
+        if call is None:
             return Tensor(xp_of(_data(x)).zeros((B, self.heads, N, 0), _data(x).dtype))
-        return self._matrix(proj, w, plan, bias, (B, self.heads, N, M))
+        return planner.dense_matrix(call, (B, self.heads, N, call.support.m))
+
+    def explain(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None,
+                score_bias=None):
+        """In words: which backend ``forward`` with these arguments would run under ``self.backend``,
+        and what every available backend answers (its plan, or why it declines). Evaluates nothing
+        but the per-point projections."""
+        call = self._call(x, positions, source, source_positions, weights, mask, score_bias)
+        if call is None:
+            return f"backend={self.backend!r}: no sources (M = 0), the integral is 0 without a backend"
+        return planner.explain(self.backend, call)
 
     # ----- forward ----------------------------------------------------------------------------
     def forward(self, x, positions=None, source=None, source_positions=None, weights=None, mask=None,
@@ -189,23 +199,16 @@ class IntegralTransform(Module):
         batch is (1, H, N, M), since a 3-D mask is per batch item); score_bias float in x's dtype,
         (N, M), (H, N, M) or (B, H, N, M) (B or H may be 1), added to the kernel scores before
         the normalisation (under softmax: an additive logit; -inf entries exclude a pair, as the
-        mask does, so no -inf enters the arithmetic). Per-head masks and score biases are evaluated
-        by the dense path: fused backends are only asked for calls without them. Under softmax the
+        mask does, so no -inf enters the arithmetic). The backend is chosen by planner.plan (see
+        ``explain``); the fused one declines per-head masks and score biases. Under softmax the
         weights must be >= 0 (ConfigError). NaN in a kept pair's weight or score propagates.
         """
-        src, proj, w, plan, bias = self._prepare(x, positions, source, source_positions, weights, mask,
-                                                 score_bias)
+        call = self._call(x, positions, source, source_positions, weights, mask, score_bias)
         B, N = x.shape[0], x.shape[1]
-        if proj is None:                                  # no sources at all: the integral is 0
+        if call is None:                                  # no sources at all: the integral is 0
             y = Tensor(xp_of(_data(x)).zeros((B, N, self.out_features), _data(x).dtype))
         else:
-            values = self.values(src.features)
-            if bias is None and not plan.per_head:
-                fn = backends.select(self.backend, self.kernel, self.normalization, w, plan)
-                out = fn(self.kernel, proj, values, w, plan, self.normalization)
-            else:                                         # the backend contract has neither: dense
-                shape = (B, self.heads, N, values.shape[2])
-                out = ops.matmul(self._matrix(proj, w, plan, bias, shape), values)
+            out = planner.plan(self.backend, call).run()
             merged = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (B, N, self.embed_dim))
             y = ops.matmul(merged, ops.transpose(self.W_O))
         if self.W_skip is not None:

@@ -10,13 +10,14 @@ NaN) and zero gradients, never NaN.
 
 backend: 'dense' (engine ops: matmul, the stable masked softmax of normalization.py, matmul; any
 order of derivatives), 'numba' (one fused engine node, FlashAttention-2 tiles; first-order
-gradients; create_graph raises GraphError), or 'auto': 'numba' for NumPy inputs when N M >= AUTO_PAIRS
-and numba can run, else 'dense'.
+gradients; create_graph raises GraphError), or 'auto': 'numba' for NumPy inputs when numba can run and
+N M reaches the numba backend's one crossover rule for attention (fused.numba_plans.pays_from, the
+rule IntegralTransform's planner applies), else 'dense'.
 
-'auto' crossover, measured (forward + backward, is_causal, B = 1, H = 4, d = 32, numba warm, a
-shared 2-core CPU, so +-30% noise): fused / dense time at N = M = 32, 48, 64, 96, 128, 256 was
-1.9, 1.8, 0.5, 0.6, 0.015, 0.03 in float64 and 1.6, 1.4, 0.96, 1.05, 0.3, 0.02 in float32; hence
-AUTO_PAIRS = 64^2 (per batch item and head). Numba's first call compiles the kernels (cached on
+'auto' crossover of this entry point, measured (forward + backward, is_causal, B = 1, H = 4, d = 32,
+numba warm, a shared 2-core CPU, so +-30% noise): fused / dense time at N = M = 32, 48, 64, 96, 128,
+256 was 1.9, 1.8, 0.5, 0.6, 0.015, 0.03 in float64 and 1.6, 1.4, 0.96, 1.05, 0.3, 0.02 in float32,
+within the noise of the operator's 48^2 crossover. Numba's first call compiles the kernels (cached on
 disk: cache=True), which 'auto' does not count.
 """
 import math
@@ -29,7 +30,6 @@ from ..errors import ConfigError, DTypeError, ShapeError, describe
 from .normalization import transform_matrix
 
 BACKENDS = ("auto", "dense", "numba")
-AUTO_PAIRS = 64 * 64
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, backend="auto"):
@@ -56,7 +56,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
         raise ConfigError(f"scaled_dot_product_attention: scale must be finite, got {scale!r}")
     keep, bias = _split_mask(attn_mask, (B, H, N, M), qd.dtype)
     if backend == "auto":
-        backend = "numba" if N * M >= AUTO_PAIRS and _numpy(q, k, v, bias) and _numba_runs() else "dense"
+        backend = "numba" if _numpy(q, k, v, bias) and _numba_pays(N * M, qd.dtype.itemsize) else "dense"
     if backend == "numba":
         _require_numba()
         return _fused(q, k, v, keep, bias, bool(is_causal), scale)
@@ -76,8 +76,8 @@ def _dense(q, k, v, keep, bias, causal, scale):
 
 
 def _fused(q, k, v, keep, bias, causal, scale):
-    from .fused.backend import band_of
     from .fused.engine_ops import fused_attention
+    from .fused.numba_plans import band_of
     window = None
     n, m = _data(q).shape[2], _data(k).shape[2]
     if keep is not None and keep.shape[-2:] == (n, m):
@@ -129,12 +129,14 @@ def _numpy(*arrays):
     return all(a is None or type(_data(a)) is np.ndarray for a in arrays)
 
 
-def _numba_runs():
-    from . import backends
-    backends._load_fused()
-    return "numba" in backends.available_backends()
+def _numba_pays(pairs, itemsize):
+    from . import planner
+    if "numba" not in planner.available_backends():
+        return False
+    from .fused.numba_plans import pays_from
+    return pays_from("dot", pairs, itemsize)[0]
 
 
 def _require_numba():
-    from . import backends
-    backends.check_backend("numba")
+    from . import planner
+    planner.check_backend("numba")

@@ -21,8 +21,8 @@ import itnet_np as itn
 from itnet_np import transform as T
 from itnet_np.errors import ConfigError, GraphError
 from itnet_np.nn.functional.activations import get_activation
-from itnet_np.transform import backends
-from itnet_np.transform.fused import backend as FB  # registers 'numba' until fused/__init__ does
+from itnet_np.transform import planner
+from itnet_np.transform.fused import numba_plans as FB
 from itnet_np.transform.fused._tiles import ACTIVATIONS as FUSED_ACTIVATIONS
 from itnet_np.transform.fused.engine_ops import ATTENTION_OP, MLP_OP
 
@@ -254,13 +254,12 @@ def test_declined_calls():
     t5 = T.DotProductKernel(3, heads=1, position_bias="t5", num_buckets=4, max_distance=4, rng=0, dtype=F64)
     lowrank = T.LowRankKernel(3, feature_dim=2, rng=0, dtype=F64)
     for kernel in (t5, lowrank, T.MLPKernel(3, activation="identity", rng=0, dtype=F64)):
-        assert not FB.supports(kernel, "softmax", None, None)
         auto = T.IntegralTransform(3, 2, kernel, normalization="softmax", backend="auto", rng=0, dtype=F64)
         dense = T.IntegralTransform(3, 2, kernel, normalization="softmax", rng=0, dtype=F64)
         positions = np.arange(6.0)[:, None]
         np.testing.assert_array_equal(auto(x, positions=positions).data, dense(x, positions=positions).data)
         auto.backend = "numba"
-        with pytest.raises(ConfigError, match="cannot fuse"):
+        with pytest.raises(ConfigError, match="cannot run this call"):
             auto(x, positions=positions)
     # ALiBi on positions that are not an index grid: 'auto' -> dense, 'numba' -> ConfigError
     op = make_op("alibi", "softmax", F64)
@@ -295,9 +294,8 @@ def test_numba_unavailable_raises_clearly(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)          # `import numba` raises ImportError
     for name in [m for m in sys.modules if m.startswith("itnet_np.transform.fused")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr(backends, "_BACKENDS", {"dense": backends._BACKENDS["dense"]})
-    monkeypatch.setattr(backends, "_tried_fused", False)
-    monkeypatch.setattr(backends, "_fused_error", None)
+    monkeypatch.setattr(planner, "_BACKENDS", {"dense": planner.dense})
+    monkeypatch.setattr(planner, "_load_errors", {})
     kernel = T.DotProductKernel(4, heads=2, rng=0, dtype=F64)
     with pytest.raises(ConfigError, match=r"backend='numba' needs numba.*import of numba.*pip install numba"):
         T.IntegralTransform(4, 4, kernel, backend="numba", dtype=F64)

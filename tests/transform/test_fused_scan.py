@@ -1,4 +1,4 @@
-"""The scan backend (fused/scan_backend.py) against the dense reference: DecayKernel and SelectiveKernel.
+"""The scan backend (fused/scan_plan.py) against the dense reference: DecayKernel and SelectiveKernel.
 
 The scan is registered locally as backend 'scan-test', so the operator path (projection, weights,
 support mask, value and output maps) is exercised; the oracle is the same module with backend='dense'
@@ -18,19 +18,19 @@ from itnet_np.transform import (
     IntegralTransform,
     Points,
     SelectiveKernel,
-    backends,
+    planner,
     register_backend,
 )
-from itnet_np.transform.fused.scan_backend import pays_scan, run_scan, support_strictness, supports_scan
+from itnet_np.transform.fused.scan_plan import plan_scan, run_scan, support_strictness
 from itnet_np.transform.support import Support
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _registered():
     """The backend exists only while this module runs ('auto' elsewhere must not see it)."""
-    register_backend("scan-test", run_scan, supports_scan, pays=pays_scan)
+    register_backend("scan-test", lambda call: plan_scan(call, "scan-test"))
     yield
-    backends._BACKENDS.pop("scan-test", None)
+    planner._BACKENDS.pop("scan-test", None)
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 
@@ -162,9 +162,6 @@ def _plan(n, dtype=np.float64, mask=None, kind="full", window=None):
 
 def test_declines():
     k = DecayKernel(heads=1, rng=0, dtype=np.float64)
-    assert supports_scan(k, "none", None, _plan(5))
-    assert not supports_scan(k, "softmax", None, _plan(5))
-    assert not supports_scan(k, "sum", None, _plan(5))
     window = np.tril(np.ones((5, 5), bool)) & np.triu(np.ones((5, 5), bool), -2)
     assert support_strictness(k, _plan(5, mask=window[None])) is None
     assert support_strictness(k, _plan(5, window=2)) is None           # the same cut, as a descriptor

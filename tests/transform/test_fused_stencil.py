@@ -1,4 +1,4 @@
-"""Banded StencilKernel backend (fused/stencil_backend.py) against IntegralTransform(backend='dense').
+"""Banded StencilKernel backend (fused/stencil_plan.py) against IntegralTransform(backend='dense').
 
 Forward and gradients (features, source, weights, the kernel's table, W_V / W_O / b) for conv-like
 configurations: stride, dilation and padding through query anchors q_i = s i - P, 2-D grids,
@@ -15,19 +15,12 @@ from itnet_np.errors import ConfigError, GraphError
 from itnet_np.transform import (
     IntegralTransform,
     StencilKernel,
-    backends,
     conv_offsets,
     grid_positions,
+    planner,
     register_backend,
 )
-from itnet_np.transform.fused.stencil_backend import (
-    fused_stencil,
-    pays_stencil,
-    run_stencil,
-    stencil_indices,
-    supports_stencil,
-)
-from itnet_np.transform.support import Support
+from itnet_np.transform.fused.stencil_plan import fused_stencil, plan_stencil, stencil_indices
 
 F64, F32 = np.float64, np.float32
 TOL = {F64: 1e-10, F32: 1e-4}
@@ -37,9 +30,9 @@ NAME = "stencil-test"
 @pytest.fixture(autouse=True, scope="module")
 def _registered():
     """The backend exists only while this module runs ('auto' elsewhere must not see it)."""
-    register_backend(NAME, run_stencil, supports_stencil, pays=pays_stencil)
+    register_backend(NAME, lambda call: plan_stencil(call, NAME))
     yield
-    backends._BACKENDS.pop(NAME, None)
+    planner._BACKENDS.pop(NAME, None)
 
 
 def _rel(a, b):
@@ -183,10 +176,6 @@ def test_gradcheck_engine_op():
 
 
 def test_declines():
-    grid = np.arange(4.0).reshape(1, 4, 1)
-    plan = Support().plan(grid, grid)
-    assert supports_stencil(StencilKernel([0, 1]), "none", None, plan)
-    assert not supports_stencil(StencilKernel([0, 1]), "softmax", None, plan)
     t = IntegralTransform(2, 3, StencilKernel([-1, 0, 1], dtype=F64), backend=NAME, dtype=F64)
     x = np.ones((1, 4, 2))
     with pytest.raises(ConfigError):
@@ -216,7 +205,7 @@ def test_proofs_conv_layer_on_this_backend():
 
 
 def test_auto_uses_banded_when_it_pays(monkeypatch):
-    from itnet_np.transform.fused import stencil_backend as SB
+    from itnet_np.transform.fused import stencil_plan as SB
     calls = []
     real = SB.fused_stencil
     monkeypatch.setattr(SB, "fused_stencil", lambda *a: calls.append(1) or real(*a))

@@ -9,7 +9,6 @@ from _graph_helpers import graph_nodes
 
 import itnet_np as itn
 from itnet_np import transform as T
-from itnet_np.transform.fused import backend as _registers_numba  # noqa: F401
 from itnet_np.transform.fused.engine_ops import ATTENTION_OP, MLP_OP
 
 F64 = np.float64

@@ -214,12 +214,14 @@ def test_per_head_mask_and_score_bias_gradients_and_the_dense_path():
     assert not A[0, 1, 2].any() and A[0, 0, 2].any()
     # a head axis of 1 is a plain mask: same result as (B, N, M)
     np.testing.assert_array_equal(op(x, mask=mask[:, :1]).data, op(x, mask=mask[:, 0]).data)
-    # fused backends are never handed a per-head mask or a score bias
+    # every call goes through the planner: a backend sees the per-head mask and the score bias in the
+    # call record (here: a spy that accepts everything and evaluates densely)
     calls = []
 
-    def spy(kernel, proj, values, weights, support, normalization):
-        calls.append(support.mask.shape if support.mask is not None else None)
-        return T.backends.dense(kernel, proj, values, weights, support, normalization)
+    def spy(call):
+        mask = call.support.mask
+        calls.append((None if mask is None else mask.shape, call.score_bias is not None))
+        return T.planner.dense(call)
     T.register_backend("test-spy", spy)
     try:
         spied = mlp_op("softmax", D=1, support="causal", backend="test-spy")
@@ -227,8 +229,7 @@ def test_per_head_mask_and_score_bias_gradients_and_the_dense_path():
                                       op(x, mask=mask, score_bias=bias).data)
         spied(x, mask=mask)
         spied(x, score_bias=bias)
-        assert calls == []
         spied(x, mask=mask[:, 0])
-        assert calls == [(2, 4, 4)]
+        assert calls == [(mask.shape, True), (mask.shape, False), (None, True), ((2, 4, 4), False)]
     finally:
-        T.backends._BACKENDS.pop("test-spy")
+        T.planner._BACKENDS.pop("test-spy")

@@ -16,7 +16,6 @@ from itnet_np.proofs.reference.attention import sdpa_ref
 import itnet_np as itn
 from itnet_np.errors import ConfigError, DTypeError, GraphError, ShapeError
 from itnet_np.transform import sdpa as S
-from itnet_np.transform.fused import backend as _registers_numba  # noqa: F401
 from itnet_np.transform.fused.engine_ops import ATTENTION_OP
 
 sdpa = S.scaled_dot_product_attention
@@ -161,7 +160,8 @@ def test_against_torch():
 
 def test_auto_choice_return_types_and_tile_skipping():
     rng = np.random.default_rng(6)
-    n = int(np.ceil(np.sqrt(S.AUTO_PAIRS)))
+    from itnet_np.transform.fused.numba_plans import MIN_PAIRS
+    n = int(np.ceil(np.sqrt(MIN_PAIRS["dot", 8])))
     for size, fused in ((8, False), (n, True)):
         q, k, v = (itn.tensor(a, requires_grad=True) for a in qkv(rng, 1, 1, size, size, 2, 2))
         out = sdpa(q, k, v)

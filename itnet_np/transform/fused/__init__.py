@@ -5,10 +5,13 @@
 - :func:`mlp_forward` / :func:`mlp_backward`: the ITNet MLP kernel
   s_ij^h = W2_h . act(a_i + b_j + W (x_i * y_j)) + b2_h with quadrature weights and the same options.
 
-- :mod:`stencil_numba` / :mod:`stencil_backend`: the StencilKernel (convolution) as a banded
+- :mod:`stencil_numba` / :mod:`stencil_plan`: the StencilKernel (convolution) as a banded
   gather over its taps, O(N·T·d) instead of the dense N x M matrix.
-- :mod:`scan_numba` / :mod:`scan_backend`: DecayKernel (diagonal SSM) and SelectiveKernel (Mamba) as
+- :mod:`scan_numba` / :mod:`scan_plan`: DecayKernel (diagonal SSM) and SelectiveKernel (Mamba) as
   O(N·state) recurrences, forward and reverse scans (decay factors from clock differences only).
+
+- :mod:`numba_plans`: the 'numba' backend of IntegralTransform, ``plan(call)`` (planner.py contract),
+  mapping a call onto one of the engine ops above (engine_ops.py) or declining it with the reason.
 
 Forward returns (out, stats); backward takes them back and recomputes tiles (FlashAttention-2).
 Parity tests against dense NumPy references: tests/transform/test_fused_*_raw.py.
@@ -17,5 +20,3 @@ from .attention_numba import attention_backward, attention_forward
 from .mlp_numba import mlp_backward, mlp_forward
 
 __all__ = ["attention_backward", "attention_forward", "mlp_backward", "mlp_forward"]
-
-from . import backend  # noqa: F401  (registers the 'numba' backend of IntegralTransform)

@@ -1,7 +1,8 @@
-"""The 'numba' backend of IntegralTransform: the operator's call mapped onto one fused engine op.
+"""The 'numba' backend of IntegralTransform: ``plan(call)`` maps a planner.TransformCall onto one fused
+engine op (a Plan), or says why it cannot (a Decline).
 
-Contract (backends.py): ``fused(kernel, proj, values, weights, support, normalization) -> (B, H, N, dv)``
-must equal the dense reference, with gradients. The kernel's per-point projections (engine Tensors
+Contract (planner.py): the Plan's ``run()`` -> (B, H, N, dv) must equal the dense reference, with
+gradients. The kernel's per-point projections (engine Tensors
 computed by ``kernel.project``) are the fused op's inputs, so the engine carries gradients upstream to
 features, positions and every kernel parameter; the op itself is a single graph node.
 
@@ -15,9 +16,9 @@ DotProductKernel, s_ij = scale q_i . k_j (- m_h |i - j| with ALiBi) -> fused_att
                       sources with w_j = 0 are masked (as in the dense path; w < 0 raises, NaN propagates)
 MLPKernel -> fused_mlp with kernel.factors(proj) = (a, b, x, y, W, W2, b2, act) and w (ones when None;
     under softmax w = 0 goes through ``where``, so its gradient is 0 as in the dense path).
-StencilKernel -> stencil_backend.run_stencil: a banded gather over the T taps ('none' and 'sum';
+StencilKernel -> stencil_plan.plan_stencil: a banded gather over the T taps ('none' and 'sum';
     integer positions, any dimension), O(N T d).
-DecayKernel, SelectiveKernel -> scan_backend.run_scan: the recurrence as an O(N state) scan ('none';
+DecayKernel, SelectiveKernel -> scan_plan.plan_scan: the recurrence as an O(N state) scan ('none';
     the index grid; the kernel's own causal or strictly causal support).
 
 Support: the operator hands a support.SupportPlan (built once per call, O(N + M)). ``support_args``
@@ -26,30 +27,31 @@ whole tiles, so causal, window and 1-D radius supports on the integer grid form 
 A user's explicit mask goes on as given (``band_of`` tightens the band to it); a support that is no
 index band (strictly causal, off-grid positions) falls back to the plan's dense mask.
 
-Not fused (``supports`` is False, 'auto' uses dense, an explicit backend='numba' raises ConfigError):
-LowRankKernel and SumKernel, softmax for stencil and scan kernels, T5 / learned relative biases (an N x M table whose gradient needs an N x M
-buffer), activations the raw MLP kernel lacks, arrays that are not NumPy (CuPy), and at call time
-ALiBi on positions that are not the index grid, or softmax weights with scale = 0.
+Declined (a Decline with the reason; 'auto' uses dense, an explicit backend='numba' raises
+ConfigError): arrays that are not NumPy (CuPy), a score_bias, a per-head mask, LowRankKernel and
+SumKernel, softmax for stencil and scan kernels, T5 / learned relative biases (an N x M table whose
+gradient needs an N x M buffer), activations the raw MLP kernel lacks, ALiBi on positions that are
+not the index grid, softmax weights with scale = 0. Accepted plans carry ``pays``: N M against the
+measured crossover MIN_PAIRS (``pays_from``, also SDPA's 'auto' rule).
 """
 import numpy as np
 
 from ...autograd import ops
 from ...autograd.ops._util import raw
-from ...errors import ConfigError
-from .. import backends
 from ..kernels.decay import DecayKernel
 from ..kernels.dot import DotProductKernel
 from ..kernels.mlp import MLPKernel
 from ..kernels.selective import SelectiveKernel
 from ..kernels.stencil import StencilKernel
-from ..normalization import check_softmax_weights, ratio_or_zero
+from ..normalization import ratio_or_zero
+from ..planner import Decline, Plan
 from ..positions import GRID_TOL
 from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp
-from .scan_backend import pays_scan, run_scan, supports_scan
-from .stencil_backend import pays_stencil, run_stencil
+from .scan_plan import plan_scan
+from .stencil_plan import plan_stencil
 
-# Recurrence kernels run as an O(N * state) scan (scan_backend.py).
+# Recurrence kernels run as an O(N * state) scan (scan_plan.py).
 _SCANNED = (DecayKernel, SelectiveKernel)
 
 NAME = "numba"
@@ -90,27 +92,6 @@ def band_of(mask):
     return causal, window, rest
 
 
-def _decline(kernel, normalization, weights):
-    """Why this call cannot be fused (a string), or None; static facts only (no data)."""
-    if isinstance(kernel, DotProductKernel):
-        bias = kernel.position_bias
-        if bias is not None and bias.kind != "alibi":
-            return (f"DotProductKernel with position_bias={bias.kind!r} (an N x M table: its gradient "
-                    "needs an N x M buffer)")
-        return None
-    if isinstance(kernel, MLPKernel):
-        if kernel.activation_name not in ACTIVATIONS:
-            name = kernel.activation_name or "a callable"
-            return f"MLPKernel activation {name!r} (fused: {sorted(ACTIVATIONS)})"
-        return None
-    if isinstance(kernel, StencilKernel):
-        if normalization not in ("none", "sum"):
-            return f"StencilKernel with normalization={normalization!r} (banded: 'none', 'sum')"
-        return None
-    return (f"{type(kernel).__name__} (fused: DotProductKernel, MLPKernel, StencilKernel, DecayKernel, "
-            "SelectiveKernel)")
-
-
 def _common_grid(support):
     """True when query and source positions are i + c and j + c (one common c): ALiBi's |p_i - p_j|
     is then the raw kernel's |i - j|."""
@@ -135,61 +116,67 @@ def support_args(support):
     return causal, window, mask
 
 
-def _decline_call(kernel, proj, values, weights, support, normalization):
-    """Why this call cannot be fused, including facts known only from the data; or None."""
-    reason = _decline(kernel, normalization, weights)
-    if reason:
-        return reason
-    if type(raw(values)) is not np.ndarray:
-        return "arrays that are not NumPy arrays (the fused kernels run on the CPU)"
-    if isinstance(kernel, DotProductKernel):
-        if kernel.position_bias is not None and not _common_grid(support):
-            return "ALiBi on positions other than the index grid p_i = i + c"
-        if weights is not None and normalization == "softmax" and kernel.scale == 0:
-            return "softmax quadrature weights with scale = 0"
-    return None
-
-
-def supports(kernel, normalization, weights, support):
-    """Whether 'auto' may pick this backend (static checks; see the module docstring)."""
+def plan(call):
+    """The 'numba' backend (planner.py contract): a Plan running one fused engine op, or a Decline."""
+    kernel, norm = call.kernel, call.normalization
+    if not call.on_numpy:
+        return Decline(NAME, "arrays that are not NumPy arrays (CuPy?): the Numba kernels run on the CPU")
+    if call.score_bias is not None:
+        return Decline(NAME, "a score_bias (an N x M table of logits: the dense path adds it)")
+    if call.support.per_head:
+        return Decline(NAME, "a per-head mask (the fused kernels take one support for every head)")
     if isinstance(kernel, _SCANNED):
-        return supports_scan(kernel, normalization, weights, support)
-    return _decline(kernel, normalization, weights) is None
-
-
-def pays(kernel, proj, values, weights, support, normalization):
-    """'auto': fuse only when N M is large enough for the fused kernel to beat the dense path and the
-    call can be fused at all."""
-    if isinstance(kernel, _SCANNED):
-        return pays_scan(kernel, proj, values, weights, support, normalization)
+        return plan_scan(call)
     if isinstance(kernel, StencilKernel):
-        return pays_stencil(kernel, proj, values, weights, support, normalization)
-    family = "dot" if isinstance(kernel, DotProductKernel) else "mlp"
-    rows = (proj.query["q"] if family == "dot" else proj.query["a"]).shape[1]
-    need = MIN_PAIRS[family, raw(values).dtype.itemsize]
-    return rows * values.shape[2] >= need and \
-        _decline_call(kernel, proj, values, weights, support, normalization) is None
-
-
-def fused(kernel, proj, values, weights, support, normalization):
-    """The backend function (backends.py contract); ConfigError for a call it cannot fuse."""
-    if isinstance(kernel, _SCANNED):
-        return run_scan(kernel, proj, values, weights, support, normalization)
-    if isinstance(kernel, StencilKernel):
-        return run_stencil(kernel, proj, values, weights, support, normalization)
-    if normalization == "softmax":
-        check_softmax_weights(weights)
-    reason = _decline_call(kernel, proj, values, weights, support, normalization)
-    if reason:
-        raise ConfigError(f"backend='numba' cannot fuse {reason}; use backend='auto' (falls back to "
-                          "'dense' for such calls) or backend='dense'")
-    causal, window, rest = support_args(support)
+        return plan_stencil(call)
     if isinstance(kernel, DotProductKernel):
-        return _dot(kernel, proj, values, weights, rest, causal, window, normalization)
-    return _mlp(kernel, proj, values, weights, rest, causal, window, normalization)
+        bias = kernel.position_bias
+        if bias is not None and bias.kind != "alibi":
+            return Decline(NAME, f"DotProductKernel with position_bias={bias.kind!r} (an N x M table: its "
+                                 "gradient needs an N x M buffer)")
+        if bias is not None and not _common_grid(call.support):
+            return Decline(NAME, "ALiBi on positions other than the index grid p_i = i + c")
+        if call.weights is not None and norm == "softmax" and kernel.scale == 0:
+            return Decline(NAME, "softmax quadrature weights with scale = 0")
+        return _tiled(call, "dot", "fused attention tiles (FlashAttention-2)")
+    if isinstance(kernel, MLPKernel):
+        if kernel.activation_name not in ACTIVATIONS:
+            name = kernel.activation_name or "a callable"
+            return Decline(NAME, f"MLPKernel activation {name!r} (fused: {sorted(ACTIVATIONS)})")
+        return _tiled(call, "mlp", "fused MLP-kernel tiles")
+    return Decline(NAME, f"{type(kernel).__name__} (fused: DotProductKernel, MLPKernel, StencilKernel, "
+                         "DecayKernel, SelectiveKernel)")
 
 
-def _dot(kernel, proj, values, weights, mask, causal, window, normalization):
+def describe_support(support):
+    """The support as the raw kernels will see it, in words."""
+    band = support.index_band()
+    if band is None:
+        text = "the support as a dense mask (not an index band for these positions)"
+    elif band == (False, None):
+        text = "every pair"
+    else:
+        text = " and ".join(([] if not band[0] else ["the causal band j <= i"])
+                            + ([] if band[1] is None else [f"the window |i - j| <= {band[1]}"]))
+    return text + ("" if support.mask is None else ", with the user's mask")
+
+
+def pays_from(family, pairs, itemsize):
+    """(pays, why_not): whether N M pairs reach the measured crossover MIN_PAIRS of this family."""
+    need = MIN_PAIRS[family, itemsize]
+    return pairs >= need, f"N M = {pairs} pairs < {need}, where the dense path is faster"
+
+
+def _tiled(call, family, what):
+    pays, why_not = pays_from(family, call.pairs, call.dtype.itemsize)
+    run = _dot if family == "dot" else _mlp
+    return Plan(NAME, lambda: run(call, *support_args(call.support)),
+                f"{what} over {describe_support(call.support)}", pays, why_not)
+
+
+def _dot(call, causal, window, mask):
+    kernel, proj, values, weights, normalization = (call.kernel, call.proj, call.values, call.weights,
+                                                    call.normalization)
     q = ops.transpose(proj.query["q"], (0, 2, 1, 3))
     k = ops.transpose(proj.source["k"], (0, 2, 1, 3))
     slopes = None if kernel.position_bias is None else kernel.position_bias.slopes
@@ -218,7 +205,9 @@ def _dot(kernel, proj, values, weights, mask, causal, window, normalization):
     return out
 
 
-def _mlp(kernel, proj, values, weights, mask, causal, window, normalization):
+def _mlp(call, causal, window, mask):
+    kernel, proj, values, weights, normalization = (call.kernel, call.proj, call.values, call.weights,
+                                                    call.normalization)
     a, b, x, y, W, W2, b2, act = kernel.factors(proj)
     B, H, M = values.shape[0], values.shape[1], values.shape[2]
     if weights is None:
@@ -232,5 +221,3 @@ def _mlp(kernel, proj, values, weights, mask, causal, window, normalization):
     return fused_mlp(a, b, x, y, W, W2, b2, values, w, act=act, causal=causal, window=window, mask=mask,
                      normalization=normalization)
 
-
-backends.register_backend(NAME, fused, supports, pays=pays)

@@ -22,15 +22,13 @@ import numpy as np
 from ...autograd.ops import concatenate
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
-from ...errors import ConfigError
 from ..kernels.stencil import StencilKernel
 from ..normalization import ratio_or_zero
 from ..positions import as_integers
 from .engine_ops import Saved
 from .stencil_numba import stencil_backward, stencil_forward
 
-__all__ = ["STENCIL_OP", "decline_reason", "fused_stencil", "pays_stencil", "run_stencil",
-           "stencil_indices", "supports_stencil"]
+__all__ = ["STENCIL_OP", "decline_reason", "fused_stencil", "plan_stencil", "stencil_indices"]
 
 STENCIL_OP = "fused_stencil"
 # 'auto' runs banded from this many (query, source) pairs N M on: forward + backward of
@@ -110,11 +108,6 @@ def fused_stencil(table, w, v, idx):
 
 # ------------------------------------------------------------------------------------- backend
 
-def supports_stencil(kernel, normalization, weights, support):
-    """Static check for 'auto': a StencilKernel with normalisation 'none' or 'sum'."""
-    return isinstance(kernel, StencilKernel) and normalization in ("none", "sum")
-
-
 def decline_reason(kernel, proj, values, normalization):
     """Why this call cannot run banded (a string), or None; needs the data (positions)."""
     if not isinstance(kernel, StencilKernel):
@@ -131,10 +124,26 @@ def decline_reason(kernel, proj, values, normalization):
     return None
 
 
-def pays_stencil(kernel, proj, values, weights, support, normalization):
-    """'auto': banded when N M >= MIN_PAIRS and the call can run banded."""
-    n = raw(proj.query["p"]).shape[1]
-    return n * values.shape[2] >= MIN_PAIRS and decline_reason(kernel, proj, values, normalization) is None
+def plan_stencil(call, name="numba"):
+    """The banded stencil's answer to a planner.TransformCall: a Plan or a Decline (with the reason)."""
+    from ..planner import Decline, Plan
+    kernel, proj, values = call.kernel, call.proj, call.values
+    reason = decline_reason(kernel, proj, values, call.normalization)
+    idx = None
+    if reason is None:
+        offsets = np.rint(raw(kernel.offsets)).astype(np.int64)
+        taps, mask = tap_support(call.support, offsets)
+        idx = stencil_indices(raw(proj.query["p"]), raw(proj.source["p"]), offsets, mask)
+        if idx is None:
+            reason = "source positions that repeat or span more than 2^62 grid points"
+        elif not taps.all():
+            idx[..., ~taps] = -1
+    if reason:
+        return Decline(name, reason)
+    pays = call.pairs >= MIN_PAIRS
+    return Plan(name, lambda: _banded(kernel, values, call.weights, call.normalization, idx),
+                f"a banded gather over the {idx.shape[-1]} taps", pays,
+                f"N M = {call.pairs} pairs < {MIN_PAIRS}, where the dense path is faster")
 
 
 def tap_support(support, offsets):
@@ -149,21 +158,7 @@ def tap_support(support, offsets):
     return np.ones(offsets.shape[0], bool), support.dense_mask()
 
 
-def run_stencil(kernel, proj, values, weights, support, normalization):
-    """The backend function (backends.py contract) -> (B, H, N, d); ConfigError when declined."""
-    reason = decline_reason(kernel, proj, values, normalization)
-    idx = None
-    if reason is None:
-        offsets = np.rint(raw(kernel.offsets)).astype(np.int64)
-        taps, mask = tap_support(support, offsets)
-        idx = stencil_indices(raw(proj.query["p"]), raw(proj.source["p"]), offsets, mask)
-        if idx is not None and not taps.all():
-            idx[..., ~taps] = -1
-        if idx is None:
-            reason = "source positions that repeat or span more than 2^62 grid points"
-    if reason:
-        raise ConfigError(f"stencil backend cannot run {reason}; use backend='auto' (falls back to "
-                          "'dense' for such calls) or backend='dense'")
+def _banded(kernel, values, weights, normalization, idx):
     v = values
     dtype = raw(values).dtype
     w = weights if weights is not None else np.ones((1, 1, values.shape[2]), dtype)

@@ -1,6 +1,6 @@
 """The scan form of the recurrence kernels: DecayKernel and SelectiveKernel in O(N state), not O(N^2).
 
-Contract (backends.py): ``run_scan(kernel, proj, values, weights, support, normalization) -> (B, H, N, d)``
+Contract (planner.py): ``plan_scan(call)`` -> a Plan whose run() gives (B, H, N, d)
 equals the dense reference, with gradients. With normalization 'none' the transform of head h is
 
     y_t = sum_{s <= t (s < t when strict)} K^h(t, s) w_s v_s
@@ -16,7 +16,7 @@ Every input is an engine Tensor (the kernel's parameters, its projections Delta,
 weights), so gradients reach features and kernel parameters through the engine; each scan is one
 graph node (twice_differentiable=False, like fused/engine_ops.py).
 
-Supported (``supports_scan``): normalization 'none'; a support (read from the SupportPlan: the
+Supported (``plan_scan``): normalization 'none'; a support (read from the SupportPlan: the
 configured kind on the index grid, or a user's mask (1|B, N, N)) that keeps every pair
 the kernel's own support keeps (then it changes nothing), or, for a non-strict kernel, exactly the
 strictly causal pairs of it (then the scan drops lag 0). At call time (ConfigError otherwise):
@@ -36,7 +36,7 @@ from ._notice import announce
 from .engine_ops import Saved
 from .scan_numba import decay_backward, decay_forward, selective_backward, selective_forward
 
-__all__ = ["decay_scan", "pays_scan", "run_scan", "selective_scan", "supports_scan"]
+__all__ = ["decay_scan", "plan_scan", "run_scan", "selective_scan"]
 
 # ------------------------------------------------------------------------------------- primitives
 
@@ -159,24 +159,27 @@ def _decline_call(kernel, proj, values, weights, support, normalization):
     return None
 
 
-def supports_scan(kernel, normalization, weights, support):
-    """Whether the scan can run this call (static facts; the support is checked per call)."""
-    return _decline(kernel, normalization, weights, support) is None
-
-
-def pays_scan(kernel, proj, values, weights, support, normalization):
-    """'auto': scan whenever the call can be scanned. Measured (forward + backward, warm, 2-core CPU,
-    IntegralTransform(16 -> 16), B = 2, H = 2, causal): scan/dense time 0.5-0.65 at N = 4..16,
-    0.3-0.45 at N = 32, 0.13-0.3 at N = 64 (Decay 2 + 2 modes, Selective S = 16; f64 and f32)."""
-    return _decline_call(kernel, proj, values, weights, support, normalization) is None
+def plan_scan(call, name="numba"):
+    """The scan's answer to a planner.TransformCall: a Plan (the O(N state) scan) or a Decline."""
+    from ..planner import Decline, Plan
+    args = (call.kernel, call.proj, call.values, call.weights, call.support, call.normalization)
+    reason = _decline_call(*args)
+    if reason:
+        return Decline(name, reason)
+    strict = support_strictness(call.kernel, call.support)
+    return Plan(name, lambda: _scan(*args[:4], strict),
+                f"an O(N state) {'strictly ' if strict else ''}causal scan of the recurrence")
 
 
 def run_scan(kernel, proj, values, weights, support, normalization):
-    """The backend function (backends.py contract); ConfigError for a call the scan cannot run."""
+    """The scan on raw call arguments; ConfigError for a call the scan cannot run."""
     reason = _decline_call(kernel, proj, values, weights, support, normalization)
     if reason:
         raise ConfigError(f"scan backend cannot run {reason}; use backend='auto' or backend='dense'")
-    strict = support_strictness(kernel, support)
+    return _scan(kernel, proj, values, weights, support_strictness(kernel, support))
+
+
+def _scan(kernel, proj, values, weights, strict):
     v = values
     if weights is not None:
         v = values * ops.reshape(weights, tuple(weights.shape) + (1,))     # w_s v_s, (B, H, N, d)
