@@ -25,8 +25,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import log, machine, markdown_table, timeit  # noqa: E402
-from itnet_np.io import write_json  # noqa: E402
+from _common import log, machine, markdown_table, timeit
+
+from itnet_np.io import write_json
 
 CHAIN = 1000
 
@@ -279,8 +280,10 @@ def pieces(data, rep):
     """Median ms of each fused kernel of the block step, of its NumPy reference (kernels off) and
     of torch's op, on the block's shapes: {piece: {"kernel": ms, "numpy": ms, "torch": ms}}."""
     import importlib
+
     from itnet_np.nn.functional import _fast
-    A, S, N = (importlib.import_module("itnet_np.nn.functional." + m) for m in ("activations", "softmax", "normalization"))
+    A, S, N = (importlib.import_module("itnet_np.nn.functional." + m)
+               for m in ("activations", "softmax", "normalization"))
     X, params = data
     B, T, D = X.shape
     rng = np.random.default_rng(1)
@@ -322,7 +325,8 @@ def _torch_pieces():
         "gelu": lambda u: lambda: F.gelu(t(u), approximate="tanh"),
         "gelu_bwd": lambda g, u: lambda: torch.ops.aten.gelu_backward(t(g), t(u), approximate="tanh"),
         "softmax": lambda s: lambda: torch.softmax(t(s), -1),
-        "softmax_bwd": lambda g, y: lambda: torch.ops.aten._softmax_backward_data(t(g), t(y), -1, torch.float32),
+        "softmax_bwd": lambda g, y: lambda: torch.ops.aten._softmax_backward_data(t(g), t(y), -1,
+                                                                                  torch.float32),
         "layer_norm": lambda x, w, b: lambda: F.layer_norm(t(x), (x.shape[-1],), t(w), t(b)),
         "layer_norm_bwd": lambda g, x, w, b: _torch_ln_bwd(torch, t(g), t(x), t(w), t(b)),
     }
@@ -335,9 +339,12 @@ def _torch_ln_bwd(torch, g, x, w, b):
 
 
 # ----------------------------------------------------------------------------- driver
-def block_steps(impls, data, rounds):
-    """Median step time (ms) of each block implementation, measured in interleaved rounds (one
-    step of each per round), so that a change of load on the machine hits all of them alike."""
+def block_steps(impls, data, rounds, per_round=5):
+    """Median step time (ms) of each block implementation over ``rounds`` rounds; in each round every
+    implementation runs ``per_round`` timed steps in a row after one untimed step. Rounds spread a
+    change of load on the machine over all implementations alike, while the consecutive steps keep
+    one framework's idle threads (OpenMP, OpenBLAS spin for a while after each call) out of the
+    next framework's timings."""
     steps = {name: make(data) for name, make in impls.items()}
     for fn in steps.values():  # warm-up (and the kernels' first compilation)
         for _ in range(3):
@@ -345,9 +352,11 @@ def block_steps(impls, data, rounds):
     samples = {name: [] for name in steps}
     for _ in range(rounds):
         for name, fn in steps.items():
-            t0 = time.perf_counter()
             fn()
-            samples[name].append(time.perf_counter() - t0)
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
     return {name: statistics.median(v) * 1e3 for name, v in samples.items()}
 
 
@@ -355,7 +364,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     ap.add_argument("--only", default="chain,mlp,block",
-                    help="comma-separated measurements among chain, mlp, block, pieces (default: the first three)")
+                    help="comma-separated measurements among chain, mlp, block, pieces "
+                         "(default: the first three)")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "engine.json"))
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
@@ -393,7 +403,7 @@ def main(argv=None):
         log("transformer block step, all frameworks in interleaved rounds")
         impls = {name: fw[2] for name, fw in frameworks.items()}
         impls["itnet-np, NumPy passes"] = lambda data: itnet_block(data, kernels=False)
-        for name, ms in block_steps(impls, block_data, max(5, rep // 2)).items():
+        for name, ms in block_steps(impls, block_data, 2 if args.quick else 6).items():
             results.setdefault(name, {})["block_step_ms"] = ms
     rows = []
     ours = results["itnet-np"]
@@ -402,17 +412,20 @@ def main(argv=None):
                   ("chain_fwd_us_per_op", "chain_bwd_us_per_op", "mlp_step_ms", "block_step_ms")
                   if name != "itnet-np" and key in r and key in ours]
         rows.append([name + (f" (itnet/peer: {', '.join(ratios)})" if ratios else ""),
-                     f"{r['chain_fwd_us_per_op']:.2f} / {r['chain_bwd_us_per_op']:.2f} µs" if "chain_fwd_us_per_op" in r else "",
+                     f"{r['chain_fwd_us_per_op']:.2f} / {r['chain_bwd_us_per_op']:.2f} µs"
+                     if "chain_fwd_us_per_op" in r else "",
                      f"{r['mlp_step_ms']:.2f} ms" if "mlp_step_ms" in r else "",
                      f"{r['block_step_ms']:.1f} ms" if "block_step_ms" in r else ""])
-    print(markdown_table(["framework", "tiny-op fwd / bwd", "MLP step (median)", "block step (median)"], rows))
+    print(markdown_table(["framework", "tiny-op fwd / bwd", "MLP step (median)", "block step (median)"],
+                         rows))
     out = {"machine": machine(), "results": results}
     if "pieces" in only:
         log("block pieces: fused kernel, NumPy reference, torch")
         out["pieces_ms"] = pieces(block_data, rep)
         print(markdown_table(["piece", "NumPy passes", "fused kernel", "torch"],
                              [[k, f"{v['numpy']:.2f} ms", f"{v['kernel']:.2f} ms",
-                               f"{v['torch']:.2f} ms" if "torch" in v else ""] for k, v in out["pieces_ms"].items()]))
+                               f"{v['torch']:.2f} ms" if "torch" in v else ""]
+                              for k, v in out["pieces_ms"].items()]))
     load.append(os.getloadavg()[0])
     out["load_average_1min"] = load
     print(f"load average (1 min) at start / end: {load[0]:.2f} / {load[1]:.2f}")

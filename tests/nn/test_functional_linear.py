@@ -52,3 +52,22 @@ def test_errors():
         F.linear(np.zeros((2, 3)), np.zeros(3))
     with pytest.raises(ShapeError, match=r"bias has shape \(3,\), expected \(4,\)"):
         F.linear(np.zeros((2, 3)), np.zeros((4, 3)), np.zeros(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bias_added_in_place_into_the_product_only(dtype):
+    # With a bias, linear is one primitive that adds b into the GEMM's fresh output: the inputs are
+    # left alone, the dtype is kept, and db is the sum of g over every leading position.
+    rng = np.random.default_rng(3)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in ((2, 3, 4), (5, 4), (5,)))
+    before = [a.copy() for a in (x, w, b)]
+    tb = itn.tensor(b, requires_grad=True)
+    y = F.linear(itn.tensor(x), itn.tensor(w), tb)
+    for a, c in zip((x, w, b), before):
+        np.testing.assert_array_equal(a, c)
+    assert y.dtype == dtype
+    g = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(g)
+    assert tb.grad.dtype == dtype
+    np.testing.assert_allclose(tb.grad.numpy(), g.astype(np.float64).sum(axis=(0, 1)),
+                               rtol=1e-12 if dtype == np.float64 else 1e-5)

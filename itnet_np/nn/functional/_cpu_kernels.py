@@ -2,7 +2,8 @@
 
 Each kernel does in one pass over memory what its NumPy reference does in several, on
 numba.get_num_threads() threads (``run_tasks``: nogil kernels on a small Python thread pool, each
-task a contiguous block of rows). Every kernel reads C-contiguous float32 or float64 arrays and
+task a contiguous block of rows), or on the calling thread below ``PARALLEL_SIZE`` elements. Every
+kernel reads C-contiguous float32 or float64 arrays and
 computes in their dtype (constants go through ``typed``: a Python float literal would turn float32
 arithmetic into float64). ``_fast.kernels`` decides when they run; the NumPy reference of each one
 is the code beside its call, and tests/nn/test_cpu_kernels.py holds them equal to float rounding.
@@ -18,8 +19,6 @@ Rows: x of shape (..., n) is read as (R, n), R = x.size // n.
     layer_norm      (x_j - mu) r w_j + b_j,  r = 1 / sqrt(var + eps)            normalization._normalize
     layer_norm_grad_x  r (h_j - mean(h) - xhat_j mean(h xhat)),  h = g w      normalization._normalize_vjp
     layer_norm_grad_w  sum over rows of g xhat                                   (columns)
-    column_sum      sum over rows of g (a bias gradient)
-    add_bias_       out[i, :] += b, in place (a bias add)
 
 exp is ``fexp`` (transform/fused/_tiles.py): at most 1 ulp from libm in the normal range, results
 below the smallest normal flushed to 0; a softmax row whose max is not finite (+inf, -inf, NaN) goes
@@ -32,6 +31,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from ...transform.fused._notice import announce
 from ...transform.fused._tiles import JIT, fexp, run_tasks
 
 _A = 2.0 * math.sqrt(2.0 / math.pi)  # z = x (A + B x^2) = 2u, u the tanh-GELU argument
@@ -55,8 +55,24 @@ def _span(t, n_tasks, n):
     return t * n // n_tasks, (t + 1) * n // n_tasks
 
 
-def _run(kernel, rows, family, *args):
-    run_tasks(kernel, max(1, min(nb.get_num_threads(), rows)), *args, family=family)
+# Below this many elements a kernel runs on the calling thread alone: handing tasks to the pool
+# costs 30 to 130 µs on this 2-core machine (more under load), more than the threads save.
+PARALLEL_SIZE = 1 << 17
+
+
+def _tasks(size, rows):
+    """How many tasks: one per thread (at most one per row), or 1 below PARALLEL_SIZE elements."""
+    return 1 if size < PARALLEL_SIZE else max(1, min(nb.get_num_threads(), rows))
+
+
+def _run(kernel, tasks, family, *args):
+    """``kernel(first, step, tasks, *args)``: on the pool, or directly on this thread for one task
+    (run_tasks would also hold the BLAS at one thread: 20 µs for nothing)."""
+    if tasks == 1:
+        announce(family, kernel, (0, 1, 1) + args)
+        kernel(0, 1, 1, *args)
+    else:
+        run_tasks(kernel, tasks, *args, family=family)
 
 
 def _rows(a, n):
@@ -103,14 +119,14 @@ def _gelu_tanh_grad_k(first, step, n_tasks, g, x, out):
 def gelu_tanh(x):
     """tanh-GELU of x (any shape), elementwise; reference: activations._gelu_tanh_raw."""
     out = np.empty_like(x)
-    _run(_gelu_tanh_k, x.size, "gelu", x.reshape(-1), out.reshape(-1))
+    _run(_gelu_tanh_k, _tasks(x.size, x.size), "gelu", x.reshape(-1), out.reshape(-1))
     return out
 
 
 def gelu_tanh_grad(g, x):
     """g * d gelu_tanh(x) / dx; reference: activations._gelu_tanh_grad_raw."""
     out = np.empty_like(x)
-    _run(_gelu_tanh_grad_k, x.size, "gelu", g.reshape(-1), x.reshape(-1), out.reshape(-1))
+    _run(_gelu_tanh_grad_k, _tasks(x.size, x.size), "gelu", g.reshape(-1), x.reshape(-1), out.reshape(-1))
     return out
 
 
@@ -119,8 +135,7 @@ def gelu_tanh_grad(g, x):
 def _softmax_row(row, o, log):
     m = row[0]
     for j in range(1, row.shape[0]):
-        if row[j] > m:
-            m = row[j]
+        m = max(m, row[j])  # a NaN may be skipped here: it still turns the sum, so the row, into NaN
     s = typed(0.0, row)
     if math.isfinite(m):
         for j in range(row.shape[0]):
@@ -177,7 +192,7 @@ def softmax(x, log=False):
     """softmax (log=False) or log_softmax (log=True) of x along its last axis."""
     n = x.shape[-1]
     out = np.empty_like(x)
-    _run(_softmax_k, x.size // n, "softmax", _rows(x, n), _rows(out, n), log)
+    _run(_softmax_k, _tasks(x.size, x.size // n), "softmax", _rows(x, n), _rows(out, n), log)
     return out
 
 
@@ -185,7 +200,8 @@ def softmax_grad(g, y, log=False):
     """The VJP of softmax (log_softmax when log) along the last axis, from its output y."""
     n = y.shape[-1]
     out = np.empty_like(y)
-    _run(_softmax_grad_k, y.size // n, "softmax", _rows(g, n), _rows(y, n), _rows(out, n), log)
+    _run(_softmax_grad_k, _tasks(y.size, y.size // n), "softmax", _rows(g, n), _rows(y, n), _rows(out, n),
+         log)
     return out
 
 
@@ -278,14 +294,15 @@ def layer_norm(x, n, eps, w=None, b=None):
     shift; reference: normalization._normalize (and * w + b)."""
     out = np.empty_like(x)
     w, b = (_none(x), _none(x)) if w is None else (w, b)
-    _run(_layer_norm_k, x.size // n, "layer_norm", _rows(x, n), w, b, _rows(out, n), x.dtype.type(eps))
+    _run(_layer_norm_k, _tasks(x.size, x.size // n), "layer_norm", _rows(x, n), w, b, _rows(out, n),
+         x.dtype.type(eps))
     return out
 
 
 def layer_norm_grad_x(g, x, n, eps, w=None):
     """dL/dx of layer_norm from g = dL/d out (w: the flat (n,) scale or None)."""
     out = np.empty_like(x)
-    _run(_layer_norm_grad_x_k, x.size // n, "layer_norm", _rows(x, n), _rows(g, n),
+    _run(_layer_norm_grad_x_k, _tasks(x.size, x.size // n), "layer_norm", _rows(x, n), _rows(g, n),
          _none(x) if w is None else w, _rows(out, n), x.dtype.type(eps))
     return out
 
@@ -295,45 +312,9 @@ def layer_norm_grad_w(g, x, n, eps):
     return _partial_sums(_layer_norm_grad_w_k, g, n, _rows(x, n), g.dtype.type(eps))
 
 
-# ----------------------------------------------------------------------------- bias add, column sums
-@nb.njit(**JIT)
-def _add_row(o, b):
-    for j in range(o.shape[0]):
-        o[j] += b[j]
-
-
-@nb.njit(**JIT)
-def _add_bias_k(first, step, n_tasks, out, b):
-    for t in range(first, n_tasks, step):
-        lo, hi = _span(t, n_tasks, out.shape[0])
-        for i in range(lo, hi):
-            _add_row(out[i], b)
-
-
-def add_bias_(out, b):
-    """out (..., n) += b (n,) in place; returns out."""
-    n = b.shape[0]
-    _run(_add_bias_k, out.size // n, "linear", _rows(out, n), b)
-    return out
-
-
-@nb.njit(**JIT)
-def _column_sum_k(first, step, n_tasks, part, g):
-    for t in range(first, n_tasks, step):
-        lo, hi = _span(t, n_tasks, g.shape[0])
-        for i in range(lo, hi):
-            _add_row(part[t], g[i])
-
-
-def column_sum(g, n):
-    """sum over rows of g (..., n): a bias gradient, flat (n,)."""
-    return _partial_sums(_column_sum_k, g, n)
-
-
 def _partial_sums(kernel, g, n, *args):
     """Sum over rows by tasks: task t adds its block of rows into part[t] (no races), then the few
     rows of part are added up. ``kernel(first, step, n_tasks, part, g_rows, *args)``."""
-    tasks = max(1, min(nb.get_num_threads(), g.size // n))
-    part = np.zeros((tasks, n), g.dtype)
-    run_tasks(kernel, tasks, part, _rows(g, n), *args, family="sums")
+    part = np.zeros((_tasks(g.size, g.size // n), n), g.dtype)
+    _run(kernel, part.shape[0], "layer_norm", part, _rows(g, n), *args)
     return part.sum(axis=0)

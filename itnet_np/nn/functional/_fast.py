@@ -14,9 +14,9 @@ import os
 import numpy as np
 
 ENABLED = os.environ.get("ITNET_NO_NUMBA_ELEMENTWISE", "").strip() in ("", "0")
-# Below this many elements NumPy's single pass beats the kernels' thread dispatch (about 40 µs for
-# two threads on this machine): measured with bench/engine.py --kernels, see BENCHMARKS.md.
-MIN_SIZE = 1 << 15
+# From this many elements on, a kernel on the calling thread beats NumPy's passes (their per-call
+# overhead is a few µs each); measured on the 2-core machine of BENCHMARKS.md (engine section).
+MIN_SIZE = 1 << 12
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _module = []

@@ -4,21 +4,17 @@ Leading axes of x are flattened into one so that the forward and both weight-gra
 are single 2-D matrix products (dW = g^T x sums over every leading position in one GEMM).
 With a bias, the map is one primitive: the GEMM, then b added in place into its fresh output;
 
-    dx = g W,   dW = g^T x,   db = sum of g over the rows.
+    dx = g W,   dW = g^T x,   db = sum of g over the rows (one NumPy pass).
 
-The bias add and the bias gradient of a large C-contiguous float array run as fused, multi-threaded
-passes (_cpu_kernels.add_bias_ / column_sum, gated by _fast.kernels); the NumPy code beside each
-call is their reference.
+The bias add and its gradient stay NumPy passes: fused Numba versions lost to them at transformer
+sizes (their thread dispatch cost more than the single pass; see BENCHMARKS.md).
 """
-import math
-
 from ...autograd.ops import matmul, reshape, transpose
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
 from ...autograd.tensor import Tensor
 from ...errors import ShapeError
 from ._args import array_of
-from ._fast import kernels
 
 
 def sum_rows(g, shape):
@@ -26,17 +22,11 @@ def sum_rows(g, shape):
     (create_graph) is returned as it is, for the engine to sum with ops (differentiably)."""
     if isinstance(g, Tensor):
         return g
-    k = kernels(g)
-    if k is not None:
-        return k.column_sum(g, math.prod(shape)).reshape(shape)
     return g.sum(axis=tuple(range(g.ndim - len(shape))))
 
 
 def _affine(x, weight, bias):
     y = x @ weight.T
-    k = kernels(y, bias)
-    if k is not None:
-        return k.add_bias_(y, bias)
     y += bias
     return y
 
