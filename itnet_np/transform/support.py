@@ -103,15 +103,16 @@ class SupportPlan:
 
     Derived facts: :meth:`index_band` (the support as the raw kernels' index band j <= i, |i - j| <= w),
     :meth:`row_ranges` (per-row source ranges [lo_i, hi_i) for band supports on sorted 1-D positions),
-    :meth:`keep_offsets` (the support on given offsets, e.g. a stencil's taps). Only the dense
+    :meth:`keep_offsets` (the support on given offsets, e.g. a stencil's taps), :meth:`neighbours` (a
+    radius support as CSR neighbour lists, any D, from a k-d tree). Only the dense
     reference calls :meth:`dense_mask`, the N x M AND of the support and the user's mask.
     """
 
-    __slots__ = ("mask", "offset", "query_positions", "shift", "source_positions", "support")
+    __slots__ = ("_neighbours", "mask", "offset", "query_positions", "shift", "source_positions", "support")
 
     def __init__(self, support, query_positions, source_positions, mask, shift, offset):
         fields = {"support": support, "query_positions": query_positions, "source_positions": source_positions,
-                  "mask": mask, "shift": shift, "offset": offset}
+                  "mask": mask, "shift": shift, "offset": offset, "_neighbours": False}
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
@@ -189,10 +190,37 @@ class SupportPlan:
                 hi = xp.minimum(hi, xp.searchsorted(s, p + reach, side="right"))
         return lo, xp.maximum(hi, lo)
 
+    def neighbours(self):
+        """The configured support as CSR neighbour lists (neighbours.Neighbours) when it has a radius
+        (any D): the radius ball from a k-d tree, O((N + M) log M) time and O(N k) memory, then the
+        other constraints (causal, window) on the listed pairs only. None without a radius, for
+        positions that are not finite NumPy arrays, or D = 0. Computed once per plan. The user's
+        mask is not included."""
+        if self._neighbours is False:
+            object.__setattr__(self, "_neighbours", self._build_neighbours())
+        return self._neighbours
+
+    def _build_neighbours(self):
+        from .neighbours import radius_neighbours
+        pq, ps, sup = self.query_positions, self.source_positions, self.support
+        if sup.radius is None or type(pq) is not np.ndarray or type(ps) is not np.ndarray \
+                or pq.shape[-1] == 0 or not (np.isfinite(pq).all() and np.isfinite(ps).all()):
+            return None
+        lists = radius_neighbours(pq, ps, sup.radius)
+        if sup.kind == "full" and sup.window is None:
+            return lists
+        b, i, j = lists.pairs()
+        delta = ps[np.minimum(b, ps.shape[0] - 1), j] - pq[np.minimum(b, pq.shape[0] - 1), i]
+        return lists.select(sup.keep(delta))
+
     def dense_mask(self):
         """keep (1|B, N, M) or (1|B, H, N, M) raw bool, or None for everything: the dense
-        reference's N x M mask (the only place one is formed)."""
-        return combine_masks(self.support.mask(self.query_positions, self.source_positions), self.mask)
+        reference's N x M mask (the only place one is formed; a radius support is materialised
+        from its neighbour lists)."""
+        lists = self.neighbours()
+        keep = lists.dense() if lists is not None else \
+            self.support.mask(self.query_positions, self.source_positions)
+        return combine_masks(keep, self.mask)
 
 
 def _raw(a):
