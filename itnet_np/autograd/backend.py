@@ -17,7 +17,7 @@ def cupy_module():
     if not _cupy_checked:
         _cupy_checked = True
         try:
-            import cupy  # noqa: F401
+            import cupy
             _cupy = cupy
         except Exception:  # ImportError, or a broken CUDA install
             _cupy = None

@@ -37,8 +37,8 @@ class Node:
     modified in place since; ``hooks``: the hooks registered on the output tensor.
     """
 
-    __slots__ = ("prim", "inputs", "raw", "params", "out", "needs", "site", "versions", "writes", "dirty",
-                 "hooks")
+    __slots__ = ("dirty", "hooks", "inputs", "needs", "out", "params", "prim", "raw", "site", "versions",
+                 "writes")
 
     def __init__(self, prim, inputs, raw, params, out, needs, versions):
         self.prim = prim

@@ -38,7 +38,7 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, trials=3, seed=0, raise
 
     for trial in range(trials):
         vs = [rng.standard_normal(a.shape) for a in arrays]
-        combined = lambda *xs: _stack_outputs(pack(f(*xs)))  # noqa: E731
+        combined = lambda *xs: _stack_outputs(pack(f(*xs)))
         y, pullback = vjp(combined, *[Tensor(a) for a in arrays])
         u = rng.standard_normal(y.shape)
         analytic = sum(float(np.sum(g.data * v)) for g, v in zip(pullback(u), vs))

@@ -13,7 +13,7 @@ from ..errors import DTypeError, ShapeError, describe
 class HookHandle:
     """Returned by ``Tensor.register_hook``; ``remove()`` unregisters the hook."""
 
-    __slots__ = ("hooks", "fn")
+    __slots__ = ("fn", "hooks")
 
     def __init__(self, hooks, fn):
         if not callable(fn):

@@ -41,7 +41,7 @@ class Primitive:
     ``changes_dtype``: the output dtype is chosen by a parameter (astype), not by the inputs.
     """
 
-    __slots__ = ("name", "forward", "vjps", "save_output", "twice_differentiable", "changes_dtype")
+    __slots__ = ("changes_dtype", "forward", "name", "save_output", "twice_differentiable", "vjps")
 
     def __init__(self, forward, name, save_output=False, twice_differentiable=True, changes_dtype=False):
         self.name = name

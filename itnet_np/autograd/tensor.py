@@ -76,7 +76,7 @@ def _as_array(data, dtype):
 class Tensor:
     """An n-dimensional array that records the ops applied to it (see the module docstring)."""
 
-    __slots__ = ("_data", "grad", "requires_grad", "node", "_version", "_hooks", "__weakref__")
+    __slots__ = ("__weakref__", "_data", "_hooks", "_version", "grad", "node", "requires_grad")
     __array_ufunc__ = None  # make numpy defer: ndarray * Tensor -> Tensor.__rmul__
     __hash__ = object.__hash__
 
@@ -388,5 +388,6 @@ def tensor(data, dtype=None, requires_grad=False):
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-from . import engine as _engine  # noqa: E402
-from . import ops as _ops  # noqa: E402  (ops import Tensor; bound here to break the cycle)
+# Bound last: engine and ops import Tensor, so importing them above would be a cycle.
+from . import engine as _engine
+from . import ops as _ops

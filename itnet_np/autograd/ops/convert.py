@@ -1,7 +1,8 @@
 """Explicit dtype and device conversion: the only places arrays change dtype or device."""
 import numpy as np
 
-from ..backend import device_of, to_device as _to_device
+from ..backend import device_of
+from ..backend import to_device as _to_device
 from ..primitive import primitive
 from ._util import raw
 
