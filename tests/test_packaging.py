@@ -151,3 +151,13 @@ def test_readme_python_example_runs():
     assert blocks, "README.md has no ```python example"
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})  # noqa: S102  (our own README)
+
+
+def test_test_file_basenames_are_unique():
+    """pytest's default (prepend) import mode imports each test file by its basename, so two files
+    named alike in different folders stop the whole run at collection ("import file mismatch")."""
+    seen = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    clashes = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not clashes, f"test files sharing a basename: {clashes}"
