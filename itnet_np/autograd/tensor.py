@@ -377,6 +377,20 @@ class Tensor:
     def sqrt(self): return _ops.sqrt(self)
     def tanh(self): return _ops.tanh(self)
     def clip(self, a_min=None, a_max=None): return _ops.clip(self, a_min, a_max)
+    def std(self, axis=None, keepdims=False, ddof=0):
+        return _ops.std(self, axis=axis, keepdims=keepdims, ddof=ddof)
+
+    def norm(self, ord=2, axis=None, keepdims=False):
+        return _ops.norm(self, ord=ord, axis=axis, keepdims=keepdims)
+
+    def cumsum(self, axis=None): return _ops.cumsum(self, axis=axis)
+    def cumprod(self, axis=None): return _ops.cumprod(self, axis=axis)
+    def argmax(self, axis=None, keepdims=False): return _ops.argmax(self, axis=axis, keepdims=keepdims)
+    def argmin(self, axis=None, keepdims=False): return _ops.argmin(self, axis=axis, keepdims=keepdims)
+    def sort(self, axis=-1, descending=False): return _ops.sort(self, axis=axis, descending=descending)
+    def topk(self, k, axis=-1, largest=True): return _ops.topk(self, k, axis=axis, largest=largest)
+    def tril(self, k=0): return _ops.tril(self, k=k)
+    def triu(self, k=0): return _ops.triu(self, k=k)
 
 
 def tensor(data, dtype=None, requires_grad=False):

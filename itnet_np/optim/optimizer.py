@@ -136,6 +136,7 @@ class Optimizer:
                     raise error(f"{type(self).__name__}: gradient of '{name}' is {describe(grad)}, "
                                 f"expected {describe(p.data)}")
                 self._update(p.data, grad, self.state.setdefault(name, {}), group)
+                p._bump()  # an in-place change: a graph built before step() can no longer backprop
         return loss
 
     def zero_grad(self):

@@ -92,3 +92,28 @@ def test_numpy_ufuncs_refuse_tensors_and_ndarray_operators_defer():
     y = np.array([2.0, 3.0]) * x  # ndarray * Tensor -> Tensor.__rmul__, recorded
     assert isinstance(y, itn.Tensor) and y.requires_grad
     assert math.isclose(float(np.concatenate([x, x]).sum()), 2.0)  # other functions see np.asarray(x)
+
+
+def test_reduction_and_order_methods_match_numpy():
+    """The Tensor methods added with the ops (std, norm, cumsum, cumprod, argmax, argmin, sort,
+    topk, tril, triu) compute what NumPy computes, and keep the graph where a value is returned."""
+    a = np.random.default_rng(3).standard_normal((4, 5))
+    t = itn.tensor(a, requires_grad=True)
+    np.testing.assert_allclose(t.std(axis=1, ddof=1).numpy(), a.std(axis=1, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(t.norm(axis=0).numpy(), np.linalg.norm(a, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(t.cumsum(axis=1).numpy(), np.cumsum(a, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(t.cumprod(axis=0).numpy(), np.cumprod(a, axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(t.argmax(axis=1).numpy(), a.argmax(axis=1))
+    np.testing.assert_array_equal(t.argmin(axis=0).numpy(), a.argmin(axis=0))
+    values, indices = t.sort(axis=1, descending=True)
+    np.testing.assert_array_equal(values.numpy(), -np.sort(-a, axis=1))
+    np.testing.assert_array_equal(indices.numpy(), np.argsort(-a, axis=1, kind="stable"))
+    top, where = t.topk(2, axis=1)
+    np.testing.assert_array_equal(top.numpy(), -np.sort(-a, axis=1)[:, :2])
+    np.testing.assert_array_equal(np.take_along_axis(a, where.numpy(), axis=1), top.numpy())
+    np.testing.assert_array_equal(t.tril(k=-1).numpy(), np.tril(a, -1))
+    np.testing.assert_array_equal(t.triu(k=1).numpy(), np.triu(a, 1))
+    (top.sum() + t.norm()).backward()
+    expected = a / np.linalg.norm(a)
+    np.put_along_axis(expected, where.numpy(), np.take_along_axis(expected, where.numpy(), 1) + 1, 1)
+    np.testing.assert_allclose(t.grad.numpy(), expected, rtol=1e-12)

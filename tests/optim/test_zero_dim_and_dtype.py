@@ -5,6 +5,7 @@ import pytest
 from _optim_reference import reference
 
 from itnet_np import nn, optim
+from itnet_np.errors import GraphError
 from itnet_np.autograd.tensor import Tensor
 
 CONFIGS = [
@@ -102,3 +103,19 @@ def test_clipping_returns_arrays_of_the_gradient_dtype(dtype, shape):
             expected = 4.0 / (total + 1e-6)  # total = 4 sqrt(size)
             assert total == pytest.approx(4.0 * np.sqrt(g.size), rel=1e-12)
         np.testing.assert_allclose(out, np.full(shape, expected), rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.1),
+                                  lambda ps: optim.RMSprop(ps, lr=0.1),
+                                  lambda ps: optim.Adagrad(ps, lr=0.1)])
+def test_step_counts_as_an_in_place_change(make):
+    """step() writes the parameters in place: a graph recorded before it would backpropagate with
+    the new values (silently wrong gradients), so the engine's version check must see the write."""
+    w = nn.Parameter(np.array([1.0, 2.0]))
+    opt = make([w])
+    stale = (w * w).sum()          # saves w for its VJP
+    (w * w).sum().backward()
+    opt.step()
+    with pytest.raises(GraphError, match="modified"):
+        stale.backward()
