@@ -13,6 +13,7 @@ from ..autograd.tensor import get_default_dtype
 from ..errors import ConfigError, DTypeError
 from . import functional as F
 from . import init
+from .functional.activations import get_activation
 from .module import Module, Parameter
 
 
@@ -166,28 +167,13 @@ class Sequential(ModuleList):
         return x
 
 
-_ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu", "softplus", "identity")
-
-
-def _activation(name):
-    """The function behind an activation name: nn.functional's, or the tanh op."""
-    if name == "identity":
-        return lambda x: x
-    if name == "tanh":
-        from ..autograd.ops import tanh
-        return tanh
-    fn = getattr(F, name, None) if name in _ACTIVATIONS else None
-    if fn is None:
-        raise ConfigError(f"unknown activation {name!r}; choose from {_ACTIVATIONS}")
-    return fn
-
-
 class MLP(Module):
     """Linear(sizes[0], sizes[1]) -> act -> dropout -> ... -> Linear(sizes[-2], sizes[-1]).
 
     The activation (and dropout, when ``dropout > 0``) follows every layer except the last, whose
-    output is returned as is (e.g. logits). ``activation`` is a name from nn.functional:
-    'relu', 'gelu', 'tanh', 'sigmoid', 'silu', ... or 'identity'.
+    output is returned as is (e.g. logits). ``activation`` is a name from nn.functional's
+    activation registry (``activations.ACTIVATIONS``: 'relu', 'gelu', 'tanh', 'sigmoid', 'silu',
+    ..., 'identity'), the one home the operator's kernels use too.
     """
 
     def __init__(self, sizes, activation="relu", dropout=0.0, bias=True, dtype=None, rng=None):
@@ -195,7 +181,10 @@ class MLP(Module):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2:
             raise ConfigError(f"MLP needs at least an input and an output size, got sizes={sizes}")
-        _activation(activation)  # fail now, not at the first forward
+        if not isinstance(activation, str):
+            raise ConfigError(f"MLP: activation must be a name (so that the model pickles), got "
+                              f"{type(activation).__name__}")
+        get_activation(activation, "MLP: activation")  # fail now, not at the first forward
         self.sizes, self.activation = sizes, activation
         rng = init._generator(rng)
         self.layers = ModuleList(Linear(a, b, bias=bias, dtype=dtype, rng=rng)
@@ -203,7 +192,7 @@ class MLP(Module):
         self.dropout = Dropout(dropout, rng=rng) if dropout > 0 else None
 
     def forward(self, x):
-        act = _activation(self.activation)
+        act = get_activation(self.activation)[1]
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x)

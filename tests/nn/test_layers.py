@@ -140,7 +140,7 @@ def test_mlp_dropout_and_config_errors():
     assert "dropout" not in dict(nn.MLP([4, 1]).named_children())
     np.testing.assert_array_equal(nn.MLP([4, 6, 1], rng=7).layers[1].weight.data,
                                   nn.MLP([4, 6, 1], rng=7).layers[1].weight.data)
-    with pytest.raises(ConfigError, match="unknown activation"):
+    with pytest.raises(ConfigError, match="activation: unknown name .swoosh."):
         nn.MLP([2, 2], activation="swoosh")
     with pytest.raises(ConfigError):
         nn.MLP([2])
