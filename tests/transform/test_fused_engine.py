@@ -213,7 +213,13 @@ def test_one_fused_node_and_create_graph_raises(kind, name):
     names = fused_nodes(y)
     assert names.count(name) == 1 and names.count(ATTENTION_OP) + names.count(MLP_OP) == 1
     node = next(n for n in graph_nodes(y) if n.prim.name == name)
-    assert node.params["mask"] is None and node.params["causal"]    # causal support -> tile skipping
+    assert node.params["mask"] is None                 # causal support -> tile skipping, no mask
+    if kind == "dot":                                  # the integer grid: the index band j <= i
+        assert node.params["causal"] and node.params["ranges"] is None
+    else:                                              # sorted random positions: per-row ranges
+        lo, hi = node.params["ranges"]
+        np.testing.assert_array_equal(lo, 0)
+        np.testing.assert_array_equal(hi, np.arange(1, 21))
     assert node.params["saved"].stats.shape == (2, 2, 20)
     with pytest.raises(GraphError, match=name):
         y.sum().backward(create_graph=True)
@@ -407,24 +413,31 @@ def test_parity_support_descriptor(case, kind):
 
 @pytest.mark.parametrize("kind", ["dot", "mlp"])
 def test_band_supports_never_form_the_dense_mask(kind, monkeypatch):
-    """Causal, window and 1-D radius supports on the index grid reach the raw kernels as a band read
-    off the descriptor: SupportPlan.dense_mask is never called on the fused path."""
+    """1-D band supports reach the raw kernels from the descriptor: causal, window and radius on the
+    index grid as a band, strictly causal and sorted off-grid positions as per-row ranges, so
+    SupportPlan.dense_mask is never called on the fused path."""
     from itnet_np.transform.support import SupportPlan
 
     rng = np.random.default_rng(8)
-    for support, window, radius in (("causal", None, None), ("full", 3, None), ("causal", None, 2.5)):
+    grid = np.arange(20.0)[:, None]
+    sorted_points = np.sort(rng.uniform(0, 20, (20, 1)), axis=0)
+    cases = [("causal", None, None, grid), ("full", 3, None, grid), ("causal", None, 2.5, grid),
+             ("strict_causal", None, None, grid), ("causal", 4, None, grid + 0.5)]
+    if kind == "mlp":                                  # (ALiBi-free dot products take any positions too)
+        cases += [("causal", None, None, sorted_points), ("strict_causal", 3, None, sorted_points)]
+    for support, window, radius, positions in cases:
         op = make_op(kind, "softmax", F64, support, window)
         op.support, op.backend = T.Support(support, window, radius), "numba"
         x = itn.tensor(rng.standard_normal((1, 20, 3)), requires_grad=True)
-        expected = op(x).data
+        expected = op(x, positions=positions).data
         op.backend = "dense"
-        np.testing.assert_allclose(op(x).data, expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(op(x, positions=positions).data, expected, rtol=1e-12, atol=1e-12)
 
         def refuse(self):
             raise AssertionError("the fused path asked for a dense mask")
         with monkeypatch.context() as m:
             m.setattr(SupportPlan, "dense_mask", refuse)
             op.backend = "numba"
-            y = op(x)
+            y = op(x, positions=positions)
             y.sum().backward()
         np.testing.assert_array_equal(y.data, expected)

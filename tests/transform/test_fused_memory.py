@@ -30,14 +30,15 @@ def two_threads():
     numba.set_num_threads(before)
 
 
-def _peak(layer, x, backward):
+def _peak(layer, x, backward, positions=None):
     """Peak traced bytes of one call (warm: compiled on a short prefix first)."""
     small = itn.Tensor(x[:, :256], requires_grad=backward)
-    (layer(small).sum().backward() if backward else layer(small))
+    warm = layer(small, positions=None if positions is None else positions[:256])
+    (warm.sum().backward() if backward else None)
     xt = itn.Tensor(x, requires_grad=backward)
     tracemalloc.start()
     try:
-        y = layer(xt)
+        y = layer(xt, positions=positions)
         if backward:
             y.sum().backward()
         peak = tracemalloc.get_traced_memory()[1]
@@ -48,14 +49,19 @@ def _peak(layer, x, backward):
 
 
 @pytest.mark.parametrize("support", [{"support": "causal"}, {"window": 64}, {"radius": 64.5},
-                                     {"support": "causal", "window": 100}])
+                                     {"support": "causal", "window": 100}, {"support": "strict_causal"},
+                                     {"support": "causal", "positions": "sorted"}])
 @pytest.mark.parametrize("backward", [False, True])
 def test_dot_product_fused_path_allocates_o_n_d(support, backward, two_threads):
     N, d, dtype = 4096, 64, np.float32
+    support = dict(support)
+    positions = None                                   # the index grid, or sorted points off it
+    if support.pop("positions", None) == "sorted":
+        positions = np.sort(np.random.default_rng(4).uniform(0, N, (N, 1)), axis=0).astype(dtype)
     layer = IntegralTransform(d, d, DotProductKernel(d, heads=1, rng=0, dtype=dtype), normalization="softmax",
                               backend="numba", rng=1, dtype=dtype, **support)
     x = np.random.default_rng(2).standard_normal((1, N, d)).astype(dtype)
-    peak = _peak(layer, x, backward)
+    peak = _peak(layer, x, backward, positions)
     unit = N * d * x.itemsize
     assert peak < (16 if backward else 8) * unit, peak / unit
     assert peak < N * N, peak / (N * N)

@@ -184,6 +184,31 @@ def row_bands(i0, n_rows, n_cols, causal, window, lo, hi):
         lo[ii], hi[ii] = (a, z) if i0 + ii < n_rows else (0, 0)
 
 
+@nb.njit(**JIT)
+def clipped_row_bands(i0, n_rows, n_cols, causal, window, ranges, lo, hi):
+    """row_bands, each row's [lo, hi) also clipped to the given per-row source range when
+    ``ranges = (row_lo (N,), row_hi (N,), use)`` has use = True (the support descriptor's row ranges:
+    strictly causal, a shifted grid, sorted off-grid positions)."""
+    row_bands(i0, n_rows, n_cols, causal, window, lo, hi)
+    row_lo, row_hi, use = ranges
+    if use:
+        for ii in range(lo.shape[0]):
+            if i0 + ii < n_rows:
+                lo[ii] = max(lo[ii], row_lo[i0 + ii])
+                hi[ii] = max(lo[ii], min(hi[ii], row_hi[i0 + ii]))
+
+
+@nb.njit(**JIT)
+def tile_band(lo, hi, rows):
+    """[jlo, jhi): the sources that any of the first ``rows`` rows attends to (0, 0 when none)."""
+    jlo, jhi = 1 << 62, 0
+    for ii in range(rows):
+        if hi[ii] > lo[ii]:
+            jlo = min(jlo, lo[ii])
+            jhi = max(jhi, hi[ii])
+    return (jlo, jhi) if jhi > 0 else (0, 0)
+
+
 @nb.njit(inline="always", **JIT)
 def aligned_empty(rows, cols, like):
     """Uninitialised (rows, cols) scratch of like's dtype whose first element sits on 64 bytes.
@@ -249,6 +274,19 @@ def window_of(op, window):
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
         raise ConfigError(f"{op}: window must be None or an int >= 0, got {window!r}")
     return int(window)
+
+
+def ranges_of(op, ranges, n_rows, n_cols):
+    """The kernels' ``ranges`` argument: (row_lo, row_hi, True) from per-row source ranges [lo_i, hi_i)
+    (two int arrays of shape (N,), 0 <= lo, hi <= M), or unused dummies for None."""
+    if ranges is None:
+        return np.zeros(1, np.int64), np.zeros(1, np.int64), False
+    lo, hi = (np.ascontiguousarray(np.asarray(r), np.int64) for r in ranges)
+    if lo.shape != (n_rows,) or hi.shape != (n_rows,):
+        raise ShapeError(f"{op}: ranges must be two int arrays of shape ({n_rows},), got {lo.shape}, {hi.shape}")
+    if n_rows and (lo.min() < 0 or hi.max() > n_cols):
+        raise ConfigError(f"{op}: ranges must lie in [0, {n_cols}]")
+    return lo, hi, True
 
 
 def pad_rows(x, axis, multiple):

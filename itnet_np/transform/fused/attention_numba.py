@@ -34,15 +34,16 @@ from ._tiles import (
     JIT,
     NORMALIZATIONS,
     aligned_empty,
-    band,
     broadcast4,
     check_float,
     chunks_for,
+    clipped_row_bands,
     code_of,
     fexp,
     pad_rows,
-    row_bands,
+    ranges_of,
     run_tasks,
+    tile_band,
     unbroadcast,
     window_of,
 )
@@ -101,7 +102,7 @@ def _logits(st, b, h, i0, j0, lo, hi, cfg, sup, ones, zeros, mx, want_max):
 @nb.njit(**JIT)
 def _forward_tile(qtb, k, v, b, h, i0, cfg, sup, out, stats):
     """Online-softmax (or plain) accumulation of one query tile over its band of source tiles."""
-    n_rows, n_cols, _, causal, window, mode = cfg
+    n_rows, n_cols, _, causal, window, mode, ranges = cfg
     dv = v.shape[3]
     rows = min(BQ, n_rows - i0)
     st = aligned_empty(BK, BQ, k)
@@ -115,8 +116,8 @@ def _forward_tile(qtb, k, v, b, h, i0, cfg, sup, out, stats):
     alpha[:] = 1
     lo, hi = np.empty(BQ, np.int64), np.empty(BQ, np.int64)
     ones, zeros = np.ones(BQ, np.bool_), np.zeros(BQ, k.dtype)
-    row_bands(i0, n_rows, n_cols, causal, window, lo, hi)
-    jlo, jhi = band(i0, i0 + rows - 1, n_cols, causal, window)
+    clipped_row_bands(i0, n_rows, n_cols, causal, window, ranges, lo, hi)
+    jlo, jhi = tile_band(lo, hi, rows)
     qtt = qtb[b, h, i0 // BQ]                          # (d, BQ): k q^T as a plain gemm (2x faster)
     for j0 in range((jlo // BK) * BK, jhi, BK):        # tiles outside the band are skipped
         np.dot(k[b, h, j0:j0 + BK], qtt, st)
@@ -176,7 +177,7 @@ def _forward(first, step, n_tasks, qtb, k, v, cfg, sup, out, stats):
 def _backward_chunk(q, qtb, k, v, do, dotb, dd, stats, b, h, c, chunks, cfg, sup, dq, dk, dv, dbias,
                     want_dbias, dslope):
     """Gradients from the query tiles of chunk c: dq rows (owned), dk / dv into copy c."""
-    n_rows, n_cols, scale, causal, window, mode = cfg
+    n_rows, n_cols, scale, causal, window, mode, ranges = cfg
     d, dvd = q.shape[3], v.shape[3]
     nqt = q.shape[2] // BQ
     per = -(-nqt // chunks)
@@ -193,13 +194,13 @@ def _backward_chunk(q, qtb, k, v, do, dotb, dd, stats, b, h, c, chunks, cfg, sup
     for qtile in range(c * per, min(nqt, (c + 1) * per)):
         i0 = qtile * BQ
         rows = min(BQ, n_rows - i0)
-        row_bands(i0, n_rows, n_cols, causal, window, lo, hi)
+        clipped_row_bands(i0, n_rows, n_cols, causal, window, ranges, lo, hi)
         for ii in range(BQ):
             s_i = stats[b, h, i0 + ii]
             shift[ii] = s_i if s_i > -np.inf else 0     # an empty row attends nothing anyway
             inv[ii] = 1 / s_i if s_i != 0 else 0         # 'sum': Z = 0 gives y = 0 and grad 0
             D[ii] = dd[b, h, i0 + ii]
-        jlo, jhi = band(i0, i0 + rows - 1, n_cols, causal, window)
+        jlo, jhi = tile_band(lo, hi, rows)
         qt, dot = q[b, h, i0:i0 + BQ], do[b, h, i0:i0 + BQ]
         qtt, dott = qtb[b, h, qtile], dotb[b, h, qtile]
         for j0 in range((jlo // BK) * BK, jhi, BK):
@@ -270,7 +271,7 @@ def _transposed(plane, n):
     return pad_rows(t, 3, BQ) if plane.shape[2] > 1 else np.ascontiguousarray(t)
 
 
-def _prepare(op, q, k, v, scale, causal, mask, bias, alibi_slopes, window, normalization):
+def _prepare(op, q, k, v, scale, causal, mask, bias, alibi_slopes, window, normalization, ranges):
     """Checked, padded kernel arguments shared by forward and backward."""
     q = check_float(op, "q", q, 4)
     dtype = q.dtype
@@ -298,14 +299,14 @@ def _prepare(op, q, k, v, scale, causal, mask, bias, alibi_slopes, window, norma
     else:
         slopes = np.zeros(H, dtype)
     mode = code_of(op, "normalization", normalization, NORMALIZATIONS)
-    cfg = (N, M, dtype.type(scale), bool(causal), window_of(op, window), mode)
+    cfg = (N, M, dtype.type(scale), bool(causal), window_of(op, window), mode, ranges_of(op, ranges, N, M))
     sup = (mask4, use_mask, bias4, use_bias, slopes, use_alibi)
     padded = (pad_rows(q, 2, BQ), pad_rows(k, 2, BK), pad_rows(v, 2, BK))
     return (q, k, v), padded, cfg, sup
 
 
 def attention_forward(q, k, v, scale, causal=False, mask=None, bias=None, alibi_slopes=None,
-                      window=None, normalization="softmax"):
+                      window=None, normalization="softmax", ranges=None):
     """Fused attention forward (see the module docstring). Returns (out (B, H, N, dv), stats (B, H, N)).
 
     mask: bool, broadcastable to (B, H, N, M), True = attend. bias: float, broadcastable to
@@ -314,7 +315,7 @@ def attention_forward(q, k, v, scale, causal=False, mask=None, bias=None, alibi_
     to attention_backward.
     """
     (q, k, v), (qp, kp, vp), cfg, sup = _prepare("attention_forward", q, k, v, scale, causal, mask,
-                                                  bias, alibi_slopes, window, normalization)
+                                                  bias, alibi_slopes, window, normalization, ranges)
     B, H, N, _ = q.shape
     out = np.zeros((B, H, N, v.shape[3]), q.dtype)
     stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, q.dtype)
@@ -325,7 +326,7 @@ def attention_forward(q, k, v, scale, causal=False, mask=None, bias=None, alibi_
 
 
 def attention_backward(q, k, v, out, stats, dout, scale, causal=False, mask=None, bias=None,
-                       alibi_slopes=None, window=None, normalization="softmax", bias_grad=True):
+                       alibi_slopes=None, window=None, normalization="softmax", bias_grad=True, ranges=None):
     """Gradients of attention_forward: returns (dq, dk, dv, dbias, dslopes).
 
     dbias has bias's own shape (None without bias, or with bias_grad=False: it needs a dense
@@ -334,7 +335,7 @@ def attention_backward(q, k, v, out, stats, dout, scale, causal=False, mask=None
     """
     op = "attention_backward"
     (q, k, v), (qp, kp, vp), cfg, sup = _prepare(op, q, k, v, scale, causal, mask, bias,
-                                                  alibi_slopes, window, normalization)
+                                                  alibi_slopes, window, normalization, ranges)
     B, H, N, _ = q.shape
     M, dvd = v.shape[2], v.shape[3]
     out = check_float(op, "out", out, 4, q.dtype)

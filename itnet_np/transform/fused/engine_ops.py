@@ -58,18 +58,19 @@ class Saved:
 
 # ----------------------------------------------------------------------------------- attention
 
-def _attention_forward(q, k, v, bias, slopes, *, scale, causal, window, mask, normalization, saved):
+def _attention_forward(q, k, v, bias, slopes, *, scale, causal, window, mask, normalization, ranges, saved):
     out, saved.stats = attention_forward(q, k, v, scale, causal=causal, mask=mask, bias=bias,
-                                         alibi_slopes=slopes, window=window, normalization=normalization)
+                                         alibi_slopes=slopes, window=window, normalization=normalization,
+                                         ranges=ranges)
     return out
 
 
 def _attention_vjp(argnum, g, out, q, k, v, bias, slopes, *, scale, causal, window, mask, normalization,
-                   saved):
+                   ranges, saved):
     def backward():
         return attention_backward(q, k, v, out, saved.stats, g, scale, causal=causal, mask=mask, bias=bias,
                                   alibi_slopes=slopes, window=window, normalization=normalization,
-                                  bias_grad=3 in saved.needs)
+                                  bias_grad=3 in saved.needs, ranges=ranges)
     return saved.grad(argnum, g, backward)
 
 
@@ -78,24 +79,25 @@ _attention = primitive(_attention_forward, ATTENTION_OP, save_output=True,
 
 
 def fused_attention(q, k, v, *, scale, bias=None, alibi_slopes=None, causal=False, window=None, mask=None,
-                    normalization="softmax"):
+                    normalization="softmax", ranges=None):
     """One engine node computing the fused attention of q (B, H, N, d), k (B, H, M, d), v (B, H, M, dv).
 
     bias: float, broadcastable to (B, H, N, M) (its gradient needs one (B, H, M, N) buffer, only
     when it requires grad); alibi_slopes (H,) adds -slope_h |i - j|; mask: raw bool broadcastable to
-    (B, H, N, M), True = attend; causal: j <= i; window: |i - j| <= window. Arrays or Tensors;
+    (B, H, N, M), True = attend; causal: j <= i; window: |i - j| <= window; ranges: per-row source
+    ranges (lo (N,), hi (N,)), j in [lo_i, hi_i) (support.SupportPlan.row_ranges). Arrays or Tensors;
     returns a Tensor when any input is one (raw arrays in give a raw array out).
     """
     args = (q, k, v, bias, alibi_slopes)
     return _attention(*args, scale=scale, causal=bool(causal), window=window, mask=mask,
-                      normalization=normalization, saved=Saved(args))
+                      normalization=normalization, ranges=ranges, saved=Saved(args))
 
 
 # ----------------------------------------------------------------------------------------- MLP
 
-def _mlp_forward(a, b, x, y, W, W2, b2, v, w, *, act, causal, window, mask, normalization, saved):
+def _mlp_forward(a, b, x, y, W, W2, b2, v, w, *, act, causal, window, mask, normalization, ranges, saved):
     out, saved.stats = mlp_forward(a, b, x, y, W, W2, b2, v, w, act=act, causal=causal, mask=mask,
-                                   window=window, normalization=normalization)
+                                   window=window, normalization=normalization, ranges=ranges)
     return out
 
 
@@ -103,10 +105,10 @@ _MLP_NAMES = ("a", "b", "x", "y", "W", "W2", "b2", "v", "w")
 
 
 def _mlp_vjp(argnum, g, out, a, b, x, y, W, W2, b2, v, w, *, act, causal, window, mask, normalization,
-             saved):
+             ranges, saved):
     def backward():
         grads = mlp_backward(a, b, x, y, W, W2, b2, v, w, out, saved.stats, g, act=act, causal=causal,
-                             mask=mask, window=window, normalization=normalization)
+                             mask=mask, window=window, normalization=normalization, ranges=ranges)
         return [grads[name] for name in _MLP_NAMES]
     return saved.grad(argnum, g, backward)
 
@@ -115,7 +117,7 @@ _mlp = primitive(_mlp_forward, MLP_OP, save_output=True, twice_differentiable=Fa
 
 
 def fused_mlp(a, b, x, y, W, W2, b2, v, w, *, act, causal=False, window=None, mask=None,
-              normalization="softmax"):
+              normalization="softmax", ranges=None):
     """One engine node computing the fused MLP-kernel transform (mlp_numba.py's formula).
 
     a (B, N, K), b (B, M, K), x (B, N, R), y (B, M, R), W (K, R), W2 (H, K), b2 (H,), v (B, H, M, dv),
@@ -123,4 +125,4 @@ def fused_mlp(a, b, x, y, W, W2, b2, v, w, *, act, causal=False, window=None, ma
     """
     args = (a, b, x, y, W, W2, b2, v, w)
     return _mlp(*args, act=act, causal=bool(causal), window=window, mask=mask, normalization=normalization,
-                saved=Saved(args))
+                ranges=ranges, saved=Saved(args))

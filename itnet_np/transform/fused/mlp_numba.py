@@ -45,16 +45,17 @@ from ._tiles import (
     NORMALIZATIONS,
     activate_row,
     aligned_empty,
-    band,
     broadcast4,
     check_float,
     chunks_for,
+    clipped_row_bands,
     code_of,
     fexp,
     pad_rows,
-    row_bands,
+    ranges_of,
     run_tasks,
     scale_by_activation_grad,
+    tile_band,
     window_of,
 )
 
@@ -111,7 +112,7 @@ def _mask_row(mask, bi, h, i):
 @nb.njit(**JIT)
 def _forward_tile(a, b, x, y, WT, W2, b2, v, w, bi, i0, cfg, mask, out, stats):
     """One (b, query tile): pair blocks -> per-head logits -> online softmax / sums -> values."""
-    n_rows, n_cols, code, causal, window, mode, use_mask = cfg
+    n_rows, n_cols, code, causal, window, mode, use_mask, ranges = cfg
     K, H, dv = a.shape[2], b2.shape[0], v.shape[3]
     rows = min(TQ, n_rows - i0)
     pre = aligned_empty(TQ * TK, K, a)
@@ -124,8 +125,8 @@ def _forward_tile(a, b, x, y, WT, W2, b2, v, w, bi, i0, cfg, mask, out, stats):
     l = np.zeros((H, TQ), a.dtype)
     alpha = np.ones(TQ, a.dtype)
     lo, hi = np.empty(TQ, np.int64), np.empty(TQ, np.int64)
-    row_bands(i0, n_rows, n_cols, causal, window, lo, hi)
-    jlo, jhi = band(i0, i0 + rows - 1, n_cols, causal, window)
+    clipped_row_bands(i0, n_rows, n_cols, causal, window, ranges, lo, hi)
+    jlo, jhi = tile_band(lo, hi, rows)
     for j0 in range((jlo // TK) * TK, jhi, TK):
         _pairs(a, b, x, y, WT, bi, i0, j0, lo, hi, code, pre, act)
         np.dot(W2, act.T, sc)
@@ -194,7 +195,7 @@ def _forward(first, step, n_tasks, a, b, x, y, WT, W2, b2, v, w, cfg, mask, out,
 def _backward_chunk(a, b, x, y, W, WT, W2, b2, v, w, do, dd, stats, bi, c, t, chunks, cfg, mask, grads):
     """Gradients from the query tiles of chunk c: query-side rows owned, source side into copy c,
     weights into the partial sums of task t."""
-    n_rows, n_cols, code, causal, window, mode, use_mask = cfg
+    n_rows, n_cols, code, causal, window, mode, use_mask, ranges = cfg
     da, dx, db, dy, dv, dw, dW, dW2, db2 = grads
     K, R, H, dvd = a.shape[2], x.shape[2], b2.shape[0], v.shape[3]
     nqt = a.shape[1] // TQ
@@ -215,8 +216,8 @@ def _backward_chunk(a, b, x, y, W, WT, W2, b2, v, w, do, dd, stats, bi, c, t, ch
     for qtile in range(c * per, min(nqt, (c + 1) * per)):
         i0 = qtile * TQ
         rows = min(TQ, n_rows - i0)
-        row_bands(i0, n_rows, n_cols, causal, window, lo, hi)
-        jlo, jhi = band(i0, i0 + rows - 1, n_cols, causal, window)
+        clipped_row_bands(i0, n_rows, n_cols, causal, window, ranges, lo, hi)
+        jlo, jhi = tile_band(lo, hi, rows)
         for j0 in range((jlo // TK) * TK, jhi, TK):
             _pairs(a, b, x, y, WT, bi, i0, j0, lo, hi, code, pre, act)
             np.dot(W2, act.T, sc)
@@ -291,7 +292,7 @@ def _backward(first, step, n_tasks, a, b, x, y, W, WT, W2, b2, v, w, do, dd, sta
                         chunks, cfg, mask, grads)
 
 
-def _prepare(op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization):
+def _prepare(op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization, ranges):
     """Checked, padded kernel arguments shared by forward and backward."""
     a = check_float(op, "a", a, 3)
     dt = a.dtype
@@ -320,15 +321,15 @@ def _prepare(op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normali
               np.ascontiguousarray(W.T), W2, b2, pad_rows(v, 2, TK),
               pad_rows(w.reshape(B, 1 if w.ndim == 2 else H, M), 2, TK))
     cfg = (N, M, code_of(op, "act", act, ACTIVATIONS), bool(causal), window_of(op, window), mode,
-           use_mask)
+           use_mask, ranges_of(op, ranges, N, M))
     return arrays, cfg, mask4, (B, N, M, K, R, H, v.shape[3], w.shape)
 
 
 def mlp_forward(a, b, x, y, W, W2, b2, v, w, act="gelu_tanh", causal=False, mask=None, window=None,
-                normalization="softmax"):
+                normalization="softmax", ranges=None):
     """Fused MLP-kernel transform forward (module docstring). Returns (out (B, H, N, dv), stats (B, H, N))."""
     arrays, cfg, mask4, (B, N, M, _, _, H, dvd, _) = _prepare(
-        "mlp_forward", a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization)
+        "mlp_forward", a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization, ranges)
     ap, bp, xp, yp, _, WT, W2, b2, vp, wp = arrays
     out = np.zeros((B, H, N, dvd), ap.dtype)
     stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, ap.dtype)
@@ -339,11 +340,11 @@ def mlp_forward(a, b, x, y, W, W2, b2, v, w, act="gelu_tanh", causal=False, mask
 
 
 def mlp_backward(a, b, x, y, W, W2, b2, v, w, out, stats, dout, act="gelu_tanh", causal=False,
-                 mask=None, window=None, normalization="softmax"):
+                 mask=None, window=None, normalization="softmax", ranges=None):
     """Gradients of mlp_forward: a dict with keys a, b, x, y, W, W2, b2, v, w (each its input's shape)."""
     op = "mlp_backward"
     arrays, cfg, mask4, (B, N, M, K, R, H, dvd, wshape) = _prepare(
-        op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization)
+        op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization, ranges)
     ap, bp, xp, yp, W, WT, W2, b2, vp, wp = arrays
     dt = ap.dtype
     out, dout = check_float(op, "out", out, 4, dt), check_float(op, "dout", dout, 4, dt)

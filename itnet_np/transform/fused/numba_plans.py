@@ -23,9 +23,11 @@ DecayKernel, SelectiveKernel -> scan_plan.plan_scan: the recurrence as an O(N st
 
 Support: the operator hands a support.SupportPlan (built once per call, O(N + M)). ``support_args``
 reads the index band (causal j <= i, window |i - j| <= w) off it, which the raw kernels use to skip
-whole tiles, so causal, window and 1-D radius supports on the integer grid form nothing of size N x M.
-A user's explicit mask goes on as given (``band_of`` tightens the band to it); a support that is no
-index band (strictly causal, off-grid positions) falls back to the plan's dense mask.
+whole tiles, so causal, window and 1-D radius supports on the integer grid form nothing of size N x M;
+other 1-D band supports (strictly causal, shifted grids, sorted off-grid positions) go as per-row
+source ranges (``SupportPlan.row_ranges``). A user's explicit mask goes on as given (``band_of``
+tightens the band to it); only D > 1 local supports, unsorted or per-batch positions fall back to
+the plan's dense mask.
 
 Declined (a Decline with the reason; 'auto' uses dense, an explicit backend='numba' raises
 ConfigError): arrays that are not NumPy (CuPy), a score_bias, a per-head mask, LowRankKernel and
@@ -99,13 +101,17 @@ def _common_grid(support):
 
 
 def support_args(support):
-    """(causal, window, mask) of the raw kernels for a SupportPlan: the support's index band read from
-    the descriptor, the user's mask (if any) on top, tightened by ``band_of`` to skip tiles. Only a
-    support that is no index band (strictly causal, positions off the exact integer grid, D > 1)
-    falls back to the dense mask."""
-    band, mask = support.index_band(), support.mask
+    """(causal, window, mask, ranges) of the raw kernels for a SupportPlan: the support's index band
+    read from the descriptor, else its per-row source ranges [lo_i, hi_i) (strictly causal, shifted
+    grids, sorted 1-D positions off the grid: O(N log M)), with the user's mask (if any) on top,
+    tightened by ``band_of`` to skip tiles. Only a support that is neither (D > 1 with a local
+    support, unsorted sources, per-batch positions) falls back to the dense mask."""
+    band, mask, ranges = support.index_band(), support.mask, None
     if band is None:
-        band, mask = (False, None), support.dense_mask()
+        ranges = support.row_ranges()
+        band = (False, None)
+        if ranges is None:
+            mask = support.dense_mask()
     causal, window = band
     if mask is not None:
         banded, width, mask = band_of(mask)
@@ -113,7 +119,7 @@ def support_args(support):
         window = width if window is None else window if width is None else min(window, width)
     if mask is not None and mask.ndim == 3:
         mask = mask[:, None]                          # (1|B, N, M) -> (1|B, 1, N, M)
-    return causal, window, mask
+    return causal, window, mask, ranges
 
 
 def plan(call):
@@ -151,8 +157,10 @@ def plan(call):
 def describe_support(support):
     """The support as the raw kernels will see it, in words."""
     band = support.index_band()
-    if band is None:
-        text = "the support as a dense mask (not an index band for these positions)"
+    if band is None and support.row_ranges() is not None:
+        text = "per-row source ranges [lo_i, hi_i) of the support"
+    elif band is None:
+        text = "the support as a dense mask (neither an index band nor row ranges here)"
     elif band == (False, None):
         text = "every pair"
     else:
@@ -174,7 +182,7 @@ def _tiled(call, family, what):
                 f"{what} over {describe_support(call.support)}", pays, why_not)
 
 
-def _dot(call, causal, window, mask):
+def _dot(call, causal, window, mask, ranges):
     kernel, proj, values, weights, normalization = (call.kernel, call.proj, call.values, call.weights,
                                                     call.normalization)
     q = ops.transpose(proj.query["q"], (0, 2, 1, 3))
@@ -199,13 +207,13 @@ def _dot(call, causal, window, mask):
                 keep = present[:, :, None, :]                           # (B|1, H|1, 1, M)
                 mask = keep if mask is None else mask & keep
     out = fused_attention(q, k, v, scale=scale, alibi_slopes=slopes, causal=causal, window=window,
-                          mask=mask, normalization=mode)
+                          mask=mask, normalization=mode, ranges=ranges)
     if mode != normalization:                       # 'sum' with weights: numerator / denominator
         out = ratio_or_zero(out[..., :-1], out[..., -1:])
     return out
 
 
-def _mlp(call, causal, window, mask):
+def _mlp(call, causal, window, mask, ranges):
     kernel, proj, values, weights, normalization = (call.kernel, call.proj, call.values, call.weights,
                                                     call.normalization)
     a, b, x, y, W, W2, b2, act = kernel.factors(proj)
@@ -219,5 +227,5 @@ def _mlp(call, causal, window, mask):
         w = ops.broadcast_to(weights, (B, H, M)) if per_head else \
             ops.broadcast_to(ops.reshape(weights, (weights.shape[0], M)), (B, M))
     return fused_mlp(a, b, x, y, W, W2, b2, values, w, act=act, causal=causal, window=window, mask=mask,
-                     normalization=normalization)
+                     normalization=normalization, ranges=ranges)
 
