@@ -1,0 +1,199 @@
+"""Specialist baselines built from the same engine, for comparisons at matched parameter counts.
+
+* :class:`ResNetCNN` (dim 1 or 2): stem conv3 -> BN -> ReLU, then ``stages`` residual blocks
+  [conv3 -> BN -> ReLU -> conv3 -> BN] + x -> ReLU, each followed by max-pool 2 (except the last),
+  global average pool -> Linear. Input (B, C, L) or (B, C, H, W) -> logits (B, classes).
+* :class:`Transformer`: token Embedding + learned absolute positions, pre-norm blocks of
+  IntegralTransform(DotProductKernel, softmax) -- standard multi-head attention -- and a GELU FFN,
+  mean pool -> LN -> Linear. (B, T) tokens -> (B, classes).
+* :class:`GRUClassifier`: Embedding (tokens) or Linear (real sequences (B, T, I)) -> GRU -> Linear(h_T).
+* :class:`GridCNN`: a 1-D CNN operator on a fixed training grid of N points: values (B, N, C_in) ->
+  (B, N, C_out) through 'same' convolutions. Its stencil is in index units, so it has no meaning at
+  another resolution: any N other than ``grid_size`` raises ShapeError (it cannot re-discretise).
+"""
+import math
+
+import numpy as np
+
+from ..autograd import ops
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, ShapeError
+from ..nn import functional as F
+from ..nn import init
+from ..nn.layers import MLP, Embedding, LayerNorm, Linear, ModuleList, _dtype
+from ..nn.module import Module, Parameter
+from ..nn.normalization import BatchNorm1d, BatchNorm2d
+from ..nn.pooling import MaxPool1d, MaxPool2d
+from ..transform import DotProductKernel, IntegralTransform
+from .gru import GRU
+from .itnet import _seed
+
+
+class Conv(Module):
+    """Conv over dim = 1 or 2 spatial axes, torch layout: weight (C_out, C_in, k[, k]), 'same' padding,
+    initialised as torch's Conv (kaiming_uniform_ a = sqrt(5), bias U(+-1/sqrt(fan_in)))."""
+
+    def __init__(self, dim, in_channels, out_channels, kernel_size=3, bias=True, rng=None, dtype=None):
+        super().__init__()
+        dtype, rng = _dtype(dtype), init._generator(rng)
+        self.dim = dim
+        self.weight = Parameter(np.empty((out_channels, in_channels) + (kernel_size,) * dim, dtype))
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
+        self.bias = None
+        if bias:
+            bound = 1.0 / math.sqrt(in_channels * kernel_size ** dim)
+            self.bias = Parameter(rng.uniform(-bound, bound, size=(out_channels,)).astype(dtype))
+
+    def forward(self, x):
+        conv = F.conv1d if self.dim == 1 else F.conv2d
+        return conv(x, self.weight, self.bias, padding="same")
+
+
+def _check_dim(name, dim):
+    if dim not in (1, 2):
+        raise ConfigError(f"{name}: dim must be 1 or 2, got {dim!r}")
+
+
+class ResidualBlock(Module):
+    """relu(x + BN(conv(relu(BN(conv(x))))))."""
+
+    def __init__(self, dim, width, rng, dtype):
+        super().__init__()
+        BN = BatchNorm1d if dim == 1 else BatchNorm2d
+        self.conv1 = Conv(dim, width, width, bias=False, rng=_seed(rng), dtype=dtype)
+        self.bn1 = BN(width, dtype=dtype)
+        self.conv2 = Conv(dim, width, width, bias=False, rng=_seed(rng), dtype=dtype)
+        self.bn2 = BN(width, dtype=dtype)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(x + self.bn2(self.conv2(y)))
+
+
+class ResNetCNN(Module):
+    """``ResNetCNN(in_channels, num_classes, width=16, stages=2, dim=2, rng=None, dtype=None)``."""
+
+    def __init__(self, in_channels, num_classes, width=16, stages=2, dim=2, rng=None, dtype=None):
+        super().__init__()
+        _check_dim("ResNetCNN", dim)
+        rng, dtype = init._generator(rng), _dtype(dtype)
+        self.dim, self.in_channels = dim, int(in_channels)
+        BN, Pool = (BatchNorm1d, MaxPool1d) if dim == 1 else (BatchNorm2d, MaxPool2d)
+        self.stem = Conv(dim, in_channels, width, bias=False, rng=_seed(rng), dtype=dtype)
+        self.bn = BN(width, dtype=dtype)
+        self.blocks = ModuleList([ResidualBlock(dim, width, rng, dtype) for _ in range(stages)])
+        self.pool = Pool(2)
+        self.head = Linear(width, num_classes, dtype=dtype, rng=_seed(rng))
+
+    def forward(self, x):
+        s = tuple(x.shape)
+        if len(s) != self.dim + 2 or s[1] != self.in_channels:
+            layout = "(B, C, L)" if self.dim == 1 else "(B, C, H, W)"
+            raise ShapeError(f"ResNetCNN: x must be {layout} with C = {self.in_channels}, got shape {s}")
+        x = F.relu(self.bn(self.stem(x)))
+        for k, block in enumerate(self.blocks):
+            x = block(x)
+            if k + 1 < len(self.blocks) and min(x.shape[2:]) >= 2:
+                x = self.pool(x)
+        x = ops.mean(x, axis=tuple(range(2, 2 + self.dim)))
+        return self.head(x)
+
+
+class TransformerBlock(Module):
+    """x + MHA(LN(x)), then x + FFN(LN(x)); MHA = IntegralTransform(DotProductKernel, softmax)."""
+
+    def __init__(self, width, heads, ffn_mult, rng, dtype, backend="auto"):
+        super().__init__()
+        kernel = DotProductKernel(width, heads=heads, rng=_seed(rng), dtype=dtype)
+        self.norm1 = LayerNorm(width, dtype=dtype)
+        self.attention = IntegralTransform(width, width, kernel, normalization="softmax", backend=backend,
+                                           rng=_seed(rng), dtype=dtype)
+        self.norm2 = LayerNorm(width, dtype=dtype)
+        self.ffn = MLP([width, ffn_mult * width, width], activation="gelu", dtype=dtype, rng=_seed(rng))
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class Transformer(Module):
+    """``Transformer(vocab, num_classes, width=32, depth=2, heads=2, max_length=512, ffn_mult=2, ...)``:
+    (B, T) tokens -> logits (B, classes)."""
+
+    def __init__(self, vocab, num_classes, width=32, depth=2, heads=2, max_length=512, ffn_mult=2,
+                 backend="auto", rng=None, dtype=None):
+        super().__init__()
+        rng, dtype = init._generator(rng), _dtype(dtype)
+        if width % heads:
+            raise ConfigError(f"Transformer: width={width} is not divisible by heads={heads}")
+        self.max_length = int(max_length)
+        self.embed = Embedding(vocab, width, dtype=dtype, rng=_seed(rng))
+        self.position = Parameter(rng.normal(0.0, 0.02, size=(self.max_length, width)).astype(dtype))
+        self.blocks = ModuleList([TransformerBlock(width, heads, ffn_mult, rng, dtype, backend)
+                                  for _ in range(depth)])
+        self.norm = LayerNorm(width, dtype=dtype)
+        self.head = Linear(width, num_classes, dtype=dtype, rng=_seed(rng))
+
+    def forward(self, tokens):
+        tokens = tokens.data if isinstance(tokens, Tensor) else np.asarray(tokens)
+        if tokens.ndim != 2 or tokens.dtype.kind not in "iu" or tokens.shape[1] > self.max_length:
+            raise ShapeError(f"Transformer: tokens must be integers (B, T) with T <= {self.max_length}, "
+                             f"got {tokens.dtype} array of shape {tokens.shape}")
+        x = self.embed(tokens) + self.position[: tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(ops.mean(x, axis=1)))
+
+
+class GRUClassifier(Module):
+    """``GRUClassifier(num_classes, hidden=32, vocab=None, in_features=None, ...)``: tokens (B, T) when
+    ``vocab`` is given, else real sequences (B, T, in_features) -> logits Linear(h_T) (B, classes)."""
+
+    def __init__(self, num_classes, hidden=32, vocab=None, in_features=None, embed_dim=None, rng=None,
+                 dtype=None):
+        super().__init__()
+        if (vocab is None) == (in_features is None):
+            raise ConfigError("GRUClassifier: give exactly one of vocab (token input) or in_features "
+                              f"(real input), got vocab={vocab!r}, in_features={in_features!r}")
+        rng, dtype = init._generator(rng), _dtype(dtype)
+        size = in_features
+        if vocab is not None:
+            size = embed_dim or hidden
+            self.embed = Embedding(vocab, size, dtype=dtype, rng=_seed(rng))
+        self.gru = GRU(size, hidden, rng=_seed(rng), dtype=dtype)
+        self.head = Linear(hidden, num_classes, dtype=dtype, rng=_seed(rng))
+
+    def forward(self, x):
+        if getattr(self, "embed", None) is not None:
+            x = self.embed(x)
+        _, h = self.gru(x)
+        return self.head(h[0])
+
+
+class GridCNN(Module):
+    """``GridCNN(in_channels, out_channels, grid_size, width=32, depth=3, kernel_size=5, ...)``:
+    ``model(values (B, N, C_in), positions=None)`` -> (B, N, C_out) with N == grid_size; positions are
+    accepted for a common call signature with the ITNet function model and ignored."""
+
+    def __init__(self, in_channels, out_channels, grid_size, width=32, depth=3, kernel_size=5, rng=None,
+                 dtype=None):
+        super().__init__()
+        rng, dtype = init._generator(rng), _dtype(dtype)
+        self.in_channels, self.grid_size = int(in_channels), int(grid_size)
+        sizes = [in_channels] + [width] * depth + [out_channels]
+        self.convs = ModuleList([Conv(1, a, b, kernel_size, rng=_seed(rng), dtype=dtype)
+                                 for a, b in zip(sizes[:-1], sizes[1:])])
+
+    def forward(self, values, positions=None):
+        s = tuple(values.shape)
+        if len(s) != 3 or s[2] != self.in_channels:
+            raise ShapeError(f"GridCNN: values must be (B, N, {self.in_channels}), got shape {s}")
+        if s[1] != self.grid_size:
+            raise ShapeError(f"GridCNN: trained on a grid of {self.grid_size} points, got N = {s[1]}; a CNN's "
+                             "stencil is in grid steps, so it cannot be evaluated at another resolution")
+        x = ops.swapaxes(values, 1, 2)                                    # (B, C, N)
+        for k, conv in enumerate(self.convs):
+            x = conv(x)
+            if k + 1 < len(self.convs):
+                x = F.gelu(x)
+        return ops.swapaxes(x, 1, 2)
