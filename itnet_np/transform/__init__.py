@@ -24,8 +24,10 @@ W2, b2, act)`` with pre_ijk = a_ik + b_jk + sum_r W_kr x_ir y_jr, s^h_ij = sum_k
 *Support descriptor.* Per call the operator builds one ``support.SupportPlan`` (O(N + M)): the
 configured kind, window and radius, the user's mask as given, whether the positions are the index
 grid and their shift (``positions.grid_shift``, the package's one grid check), and from these the
-index band (j <= i, |i - j| <= w) or per-row source ranges [lo_i, hi_i). Only the dense reference
-calls ``plan.dense_mask()``, the N x M matrix.
+index band (j <= i, |i - j| <= w), per-row source ranges [lo_i, hi_i) (sorted 1-D positions, by
+binary search) or, for a radius, CSR neighbour lists from a k-d tree (neighbours.py, any D). The
+fused kernels take the band or the row ranges directly; only the dense reference (and a fused call
+whose support is neither, e.g. a radius in D > 1) forms the N x M mask, ``plan.dense_mask()``.
 
 *Backends* (planner.py). The operator packs kernel, projections, values, weights, support descriptor,
 normalisation and score bias into one ``TransformCall``; a backend is ``plan(call) -> Plan | Decline``

@@ -1,7 +1,8 @@
 """Fused, tiled CPU kernels (Numba) on raw arrays: the pair matrix is never formed.
 
 - :func:`attention_forward` / :func:`attention_backward`: scaled dot-product kernel with softmax, sum
-  or no normalisation, causal / window / boolean-mask support, additive bias or ALiBi slopes.
+  or no normalisation, causal / window / per-row source ranges / boolean-mask support, additive bias
+  or ALiBi slopes.
 - :func:`mlp_forward` / :func:`mlp_backward`: the ITNet MLP kernel
   s_ij^h = W2_h . act(a_i + b_j + W (x_i * y_j)) + b2_h with quadrature weights and the same options.
 
