@@ -11,7 +11,7 @@ config.py (ITNetConfig, SIZES, ABLATIONS), encoders.py (image / token / function
 positions), itnet.py (the backbone), baselines.py (ResNet CNN, Transformer, GRU classifier, grid
 CNN), gru.py (the GRU layer), params.py (counting and width matching).
 """
-from .baselines import Conv, GRUClassifier, GridCNN, ResNetCNN, Transformer  # noqa: F401
+from .baselines import Conv, GridCNN, GRUClassifier, ResNetCNN, Transformer  # noqa: F401
 from .config import ABLATIONS, SIZES, ITNetConfig  # noqa: F401
 from .encoders import FunctionEncoder, ImageEncoder, TokenEncoder  # noqa: F401
 from .gru import GRU  # noqa: F401

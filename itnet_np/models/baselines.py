@@ -11,6 +11,7 @@
   (B, N, C_out) through 'same' convolutions. Its stencil is in index units, so it has no meaning at
   another resolution: any N other than ``grid_size`` raises ShapeError (it cannot re-discretise).
 """
+import itertools
 import math
 
 import numpy as np
@@ -182,7 +183,7 @@ class GridCNN(Module):
         self.in_channels, self.grid_size = int(in_channels), int(grid_size)
         sizes = [in_channels] + [width] * depth + [out_channels]
         self.convs = ModuleList([Conv(1, a, b, kernel_size, rng=_seed(rng), dtype=dtype)
-                                 for a, b in zip(sizes[:-1], sizes[1:])])
+                                 for a, b in itertools.pairwise(sizes)])
 
     def forward(self, values, positions=None):
         s = tuple(values.shape)

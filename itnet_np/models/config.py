@@ -88,7 +88,7 @@ class ITNetConfig:
 
 
 SIZES = {
-    "tiny": dict(width=16, depth=1, heads=2, kernel_hidden=8, fourier=4),
-    "small": dict(width=32, depth=2, heads=4, kernel_hidden=16, fourier=8),
-    "base": dict(width=64, depth=4, heads=4, kernel_hidden=32, fourier=16),
+    "tiny": {"width": 16, "depth": 1, "heads": 2, "kernel_hidden": 8, "fourier": 4},
+    "small": {"width": 32, "depth": 2, "heads": 4, "kernel_hidden": 16, "fourier": 8},
+    "base": {"width": 64, "depth": 4, "heads": 4, "kernel_hidden": 32, "fourier": 16},
 }

@@ -11,8 +11,8 @@ position and the content. The positions from the encoder are carried unchanged t
 """
 from ..autograd import ops
 from ..errors import ConfigError
-from ..nn.layers import MLP, Dropout, LayerNorm, Linear, ModuleList, _dtype
 from ..nn.init import _generator
+from ..nn.layers import MLP, Dropout, LayerNorm, Linear, ModuleList, _dtype
 from ..nn.module import Module
 from ..transform import IntegralTransform, MLPKernel
 from .config import ITNetConfig

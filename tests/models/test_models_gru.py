@@ -2,11 +2,11 @@
 proofs' independent gru_ref, and by central differences."""
 import numpy as np
 import pytest
+from itnet_np.proofs.reference.recurrent import gru_ref
 
 import itnet_np as itn
 from itnet_np.errors import ShapeError
 from itnet_np.models import GRU
-from itnet_np.proofs.reference.recurrent import gru_ref
 
 
 def _sigmoid(v):

@@ -1,0 +1,112 @@
+"""ITNetConfig (named sizes, ablations, validation), parameter counting and width matching, the
+encoders' positions, and discretisation: the ITNet function model at other resolutions vs the CNN."""
+import numpy as np
+import pytest
+
+from itnet_np import models
+from itnet_np.errors import ConfigError, DTypeError, ShapeError
+from itnet_np.transform.kernels.mlp import INPUTS
+
+
+def test_named_sizes_grow_and_override():
+    counts = [models.count_parameters(models.itnet_for_images(1, 10, models.ITNetConfig.named(s), rng=0))
+              for s in ("tiny", "small", "base")]
+    assert counts[0] < counts[1] < counts[2]
+    assert models.ITNetConfig.named("small", depth=3).depth == 3
+    with pytest.raises(ConfigError, match="huge"):
+        models.ITNetConfig.named("huge")
+
+
+def test_ablations_set_the_kernel_inputs():
+    base = models.ITNetConfig.named("tiny")
+    full = set(models.ABLATIONS["full"])
+    for removed in ("prod", "dp", "dist2", "fourier"):
+        assert set(base.ablation(f"no_{removed}").kernel_inputs) == full - {removed}
+    assert not {"dp", "dist2", "fourier"} & set(models.ABLATIONS["content_only"])
+    assert not {"prod", "fi", "fj"} & set(models.ABLATIONS["position_only"])
+    for name, inputs in models.ABLATIONS.items():
+        net = models.itnet_for_tokens(5, 2, base.ablation(name), max_length=8, rng=0)
+        kernel = net.blocks[0].transform.kernel
+        assert set(kernel.inputs) == set(inputs) and set(kernel.layout) == set(inputs)
+        assert net(np.zeros((1, 4), np.int64)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("bad", [{"width": 10, "heads": 4}, {"kernel_inputs": ("dp", "bogus")},
+                                 {"kernel_inputs": "nope"}, {"depth": 0}, {"fourier": 0},
+                                 {"dropout": 1.0}, {"width": True}])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ConfigError):
+        models.ITNetConfig(**bad)
+
+
+def test_count_parameters_against_explicit_formula():
+    # GRU: 3H(I + H) weights + 2 * 3H biases; Linear head: H C + C.
+    I, H, C = 3, 7, 4
+    model = models.GRUClassifier(C, hidden=H, in_features=I, rng=0)
+    assert models.count_parameters(model) == 3 * H * (I + H) + 6 * H + H * C + C
+    table = models.parameter_table({"gru": model, "other": 12})
+    assert "gru" in table and f"{3 * H * (I + H) + 6 * H + H * C + C:,}" in table and "12" in table
+
+
+def test_match_width_hits_target_within_tolerance():
+    target = models.count_parameters(models.itnet_for_images(1, 10, models.ITNetConfig.named("small"), rng=0))
+    width, cnn = models.match_width(lambda w: models.ResNetCNN(1, 10, width=w, dim=2, rng=0), target)
+    got = models.count_parameters(cnn)
+    assert abs(got - target) <= 0.1 * target
+    for w in (width - 1, width + 1):          # no neighbouring width is closer
+        other = models.count_parameters(models.ResNetCNN(1, 10, width=w, dim=2, rng=0))
+        assert abs(other - target) >= abs(got - target)
+    with pytest.raises(ConfigError, match="tolerance"):
+        models.match_width(lambda w: models.ResNetCNN(1, 10, width=w, dim=2, rng=0), 10)
+
+
+def test_image_encoder_patches_and_positions():
+    enc = models.ImageEncoder(2, 3, patch=2, rng=0, dtype="float64")
+    x = np.arange(2 * 2 * 4 * 6, dtype=np.float64).reshape(2, 2, 4, 6)
+    tokens, pos = enc(x)
+    assert tokens.shape == (2, 6, 3) and pos.shape == (1, 6, 2)
+    k = 1 * 3 + 2                                   # patch row 1, col 2
+    patch = x[:, :, 2:4, 4:6].reshape(2, -1)        # (channel, row, col) order
+    np.testing.assert_allclose(tokens.data[:, k], patch @ enc.proj.weight.data.T + enc.proj.bias.data, atol=1e-10)
+    np.testing.assert_allclose(pos[0, k], [1.0, 1.0])
+    np.testing.assert_allclose(pos[0, 0], [0.0, 0.0])
+    with pytest.raises(ShapeError, match="patch=2"):
+        enc(np.zeros((1, 2, 5, 6)))
+    with pytest.raises(DTypeError, match="float32"):
+        enc(np.zeros((1, 2, 4, 6), np.float32))
+
+
+def test_token_and_function_encoder_errors():
+    enc = models.TokenEncoder(5, 4, max_length=4, rng=0)
+    _, pos = enc(np.zeros((1, 3), np.int64))
+    np.testing.assert_allclose(pos[0, :, 0], [0, 0.25, 0.5])
+    with pytest.raises(ShapeError, match="max_length"):
+        enc(np.zeros((1, 5), np.int64))
+    with pytest.raises(ShapeError, match="integer"):
+        enc(np.zeros((1, 3), np.float32))
+    fenc = models.FunctionEncoder(1, 4, rng=0)
+    with pytest.raises(ShapeError, match="positions"):
+        fenc(np.zeros((2, 5, 1), np.float32), np.zeros((1, 4, 1), np.float32))
+
+
+def test_itnet_function_model_runs_at_other_resolutions_cnn_refuses():
+    net = models.itnet_for_functions(1, 1, models.ITNetConfig.named("tiny"), rng=0)
+    cnn = models.GridCNN(1, 1, 16, width=4, depth=1, rng=0)
+    for n in (16, 64, 7):
+        x = np.linspace(0, 1, n, dtype=np.float32)[None, :, None]
+        out = net(np.sin(3 * x), x)
+        assert out.shape == (1, n, 1) and np.all(np.isfinite(out.data))
+    with pytest.raises(ShapeError, match="another resolution"):
+        cnn(np.zeros((1, 64, 1), np.float32))
+
+
+def test_itnet_refuses_mismatched_encoder_and_task():
+    enc = models.TokenEncoder(5, 8, rng=0)
+    with pytest.raises(ConfigError, match="width"):
+        models.ITNet(enc, 2, models.ITNetConfig.named("tiny"))
+    with pytest.raises(ConfigError, match="task"):
+        models.ITNet(models.TokenEncoder(5, 16, rng=0), 2, models.ITNetConfig.named("tiny"), task="segment")
+
+
+def test_kernel_inputs_constant_is_the_transform_one():
+    assert set(models.ABLATIONS["full"]) <= set(INPUTS)
