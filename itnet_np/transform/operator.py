@@ -205,8 +205,14 @@ class IntegralTransform(Module):
         """
         call = self._call(x, positions, source, source_positions, weights, mask, score_bias)
         B, N = x.shape[0], x.shape[1]
-        if call is None:                                  # no sources at all: the integral is 0
-            y = Tensor(xp_of(_data(x)).zeros((B, N, self.out_features), _data(x).dtype))
+        if call is None:
+            # No sources at all: the integral is 0. It is written as sums over empty arrays (x's
+            # empty slice, the empty source) so that it stays a constant function of both: their
+            # gradients are then zeros of their shapes, never None.
+            empty = ops.sum(ops.getitem(x, (Ellipsis, slice(0, 0))), axis=-1, keepdims=True)
+            if isinstance(source, Tensor):
+                empty = empty + ops.sum(source)
+            y = ops.broadcast_to(empty, (B, N, self.out_features))
         else:
             out = planner.plan(self.backend, call).run()
             merged = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (B, N, self.embed_dim))

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import erf
 
+import itnet_np as itn
 from itnet_np import transform as T
 
 F64 = np.float64
@@ -267,3 +268,20 @@ def test_operator_matches_explicit_loop(family, data):
     want = loop_transform(op, *loop_args)
     np.testing.assert_allclose(y.data, want, rtol=1e-10, atol=1e-10)
     assert np.isfinite(y.data).all()
+
+
+@pytest.mark.parametrize("mode", ["self", "cross"])
+def test_empty_inputs_get_zero_gradients_not_none(mode):
+    """N = 0 queries (self mode) or M = 0 sources (cross mode): the integral is 0, and the inputs'
+    gradients are zeros of their shapes (as for any op on empty arrays), not None."""
+    layer = T.IntegralTransform(2, 3, T.MLPKernel(2, heads=1, hidden=4, rng=0), normalization="softmax", rng=0)
+    n = 0 if mode == "self" else 3
+    x = itn.tensor(np.ones((2, n, 2)), requires_grad=True)
+    source = itn.tensor(np.ones((2, 0, 2)), requires_grad=True) if mode == "cross" else None
+    y = layer(x.astype(np.float32), source=None if source is None else source.astype(np.float32))
+    assert y.shape == (2, n, 3)
+    np.testing.assert_array_equal(y.numpy(), np.broadcast_to(layer.b.numpy(), (2, n, 3)))
+    y.sum().backward()
+    for t in (x, source):
+        if t is not None:
+            assert t.grad is not None and t.grad.shape == t.shape and not np.any(t.grad.numpy())
