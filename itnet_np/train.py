@@ -74,7 +74,11 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.step = 0
         self.epoch = 0
-        self.progress = None if progress is None else not progress
+        self.progress = progress
+
+    def _bar(self, batches, desc):
+        disable = None if self.progress is None else not self.progress     # None: tqdm asks isatty()
+        return tqdm(batches, desc=desc, disable=disable, leave=False)
 
     def train_step(self, inputs, target):
         """One optimiser step on one batch; returns the loss as a float."""
@@ -89,7 +93,7 @@ class Trainer:
     def train_epoch(self, batches, desc=None):
         """Train on every batch of ``batches``; returns {'loss': mean batch loss, 'steps': n}."""
         losses = []
-        bar = tqdm(batches, desc=desc or f"epoch {self.epoch + 1}", disable=self.progress, leave=False)
+        bar = self._bar(batches, desc or f"epoch {self.epoch + 1}")
         for inputs, target in bar:
             losses.append(self.train_step(inputs, target))
             bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
@@ -105,7 +109,7 @@ class Trainer:
         totals, count = {"loss": 0.0, **{k: 0.0 for k in metrics}}, 0
         try:
             with no_grad():
-                for inputs, target in tqdm(batches, desc="eval", disable=self.progress, leave=False):
+                for inputs, target in self._bar(batches, "eval"):
                     out = _call(self.model, inputs)
                     n = len(_raw(target))
                     totals["loss"] += n * float(_raw(self.loss_fn(out, target)))

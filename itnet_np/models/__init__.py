@@ -16,4 +16,4 @@ from .config import ABLATIONS, SIZES, ITNetConfig  # noqa: F401
 from .encoders import FunctionEncoder, ImageEncoder, TokenEncoder  # noqa: F401
 from .gru import GRU  # noqa: F401
 from .itnet import ITNet, ITNetBlock, itnet_for_functions, itnet_for_images, itnet_for_tokens  # noqa: F401
-from .params import count_parameters, match_width, parameter_table  # noqa: F401
+from .params import count_parameters, match_width, parameter_table, size_table  # noqa: F401

@@ -42,3 +42,10 @@ def match_width(build, target, widths=range(2, 513), tolerance=0.1):
         raise ConfigError(f"match_width: the nearest width {w} has {count_parameters(model)} parameters, "
                           f"{gap / target:.1%} from the target {target} (tolerance {tolerance:.0%})")
     return w, model
+
+
+def size_table(build):
+    """parameter_table of ``build(ITNetConfig.named(size))`` for every named size, e.g.
+    ``print(size_table(lambda cfg: itnet_for_images(1, 10, cfg)))``."""
+    from .config import SIZES, ITNetConfig
+    return parameter_table({size: build(ITNetConfig.named(size)) for size in SIZES})

@@ -13,6 +13,9 @@ def test_named_sizes_grow_and_override():
               for s in ("tiny", "small", "base")]
     assert counts[0] < counts[1] < counts[2]
     assert models.ITNetConfig.named("small", depth=3).depth == 3
+    table = models.size_table(lambda cfg: models.itnet_for_images(1, 10, cfg, rng=0))
+    for size, count in zip(("tiny", "small", "base"), counts):
+        assert f"{size}" in table and f"{count:,}" in table
     with pytest.raises(ConfigError, match="huge"):
         models.ITNetConfig.named("huge")
 
@@ -110,3 +113,24 @@ def test_itnet_refuses_mismatched_encoder_and_task():
 
 def test_kernel_inputs_constant_is_the_transform_one():
     assert set(models.ABLATIONS["full"]) <= set(INPUTS)
+
+
+def test_itnet_backends_agree():
+    """The model runs its transforms on any backend: the fused 'numba' plan matches 'dense' (float64),
+    forward and gradients."""
+    from itnet_np.transform import available_backends
+    if "numba" not in available_backends():
+        pytest.skip("numba backend unavailable")
+    x = np.linspace(0, 1, 24)[None, :, None]
+    v = np.sin(3 * x) * np.array([1.0, 2.0])[:, None, None]
+    out, grads = [], []
+    for backend in ("dense", "numba"):
+        cfg = models.ITNetConfig.named("tiny", backend=backend)
+        net = models.itnet_for_functions(1, 1, cfg, rng=0, dtype="float64")
+        y = net(v, x)
+        (y * y).sum().backward()
+        out.append(y.data)
+        grads.append({n: p.grad.data for n, p in net.named_parameters()})
+    np.testing.assert_allclose(out[1], out[0], rtol=0, atol=1e-10)
+    for n in grads[0]:
+        np.testing.assert_allclose(grads[1][n], grads[0][n], rtol=1e-8, atol=1e-10, err_msg=n)

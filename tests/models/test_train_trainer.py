@@ -64,6 +64,9 @@ def test_train_epochs_reduce_loss_and_progress_is_quiet_off_a_tty(capsys):
     assert last["loss"] < first["loss"]
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""         # pytest's capture is not a TTY: tqdm stays silent
+    t.progress = True                              # bars even off a TTY
+    t.train_epoch(_batches(t.rng))
+    assert "epoch 8" in capsys.readouterr().err
 
 
 def test_resume_is_bit_identical(tmp_path):
