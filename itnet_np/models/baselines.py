@@ -27,7 +27,7 @@ from ..nn.normalization import BatchNorm1d, BatchNorm2d
 from ..nn.pooling import MaxPool1d, MaxPool2d
 from ..transform import DotProductKernel, IntegralTransform
 from .gru import GRU
-from .itnet import _seed
+from .itnet import _seed, pool
 
 
 class Conv(Module):
@@ -112,18 +112,20 @@ class TransformerBlock(Module):
         self.norm2 = LayerNorm(width, dtype=dtype)
         self.ffn = MLP([width, ffn_mult * width, width], activation="gelu", dtype=dtype, rng=_seed(rng))
 
-    def forward(self, x):
-        x = x + self.attention(self.norm1(x))
+    def forward(self, x, weights=None):
+        x = x + self.attention(self.norm1(x), weights=weights)
         return x + self.ffn(self.norm2(x))
 
 
 class Transformer(Module):
-    """``Transformer(vocab, num_classes, width=32, depth=2, heads=2, max_length=512, ffn_mult=2, ...)``:
-    (B, T) tokens -> logits (B, classes)."""
+    """``Transformer(vocab, num_classes, width=32, depth=2, heads=2, max_length=512, ffn_mult=2,
+    pad_index=None, ...)``: (B, T) tokens -> logits (B, classes); ``pad_index`` tokens get no attention
+    and are left out of the pooling (the key-padding mask, as per-source weights 0)."""
 
     def __init__(self, vocab, num_classes, width=32, depth=2, heads=2, max_length=512, ffn_mult=2,
-                 backend="auto", rng=None, dtype=None):
+                 pad_index=None, backend="auto", rng=None, dtype=None):
         super().__init__()
+        self.pad_index = None if pad_index is None else int(pad_index)
         rng, dtype = init._generator(rng), _dtype(dtype)
         if width % heads:
             raise ConfigError(f"Transformer: width={width} is not divisible by heads={heads}")
@@ -140,10 +142,11 @@ class Transformer(Module):
         if tokens.ndim != 2 or tokens.dtype.kind not in "iu" or tokens.shape[1] > self.max_length:
             raise ShapeError(f"Transformer: tokens must be integers (B, T) with T <= {self.max_length}, "
                              f"got {tokens.dtype} array of shape {tokens.shape}")
+        weights = None if self.pad_index is None else (tokens != self.pad_index).astype(self.position.dtype)
         x = self.embed(tokens) + self.position[: tokens.shape[1]]
         for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(ops.mean(x, axis=1)))
+            x = block(x, weights)
+        return self.head(self.norm(pool(x, weights)))
 
 
 class GRUClassifier(Module):

@@ -1,4 +1,4 @@
-"""Modality encoders: raw inputs -> (features (B, N, C), positions (B|1, N, D)).
+"""Modality encoders: raw inputs -> (features (B, N, C), positions (B|1, N, D)[, weights (B, N)]).
 
 Every encoder is light (one Linear or one Embedding) and states where its tokens live, so the
 ITNet backbone never needs to know the modality. Positions are plain arrays in the model's dtype,
@@ -11,6 +11,11 @@ scaled to [0, 1] per axis:
   pointwise) -> Linear([values, positions] -> width), the positions passed through.
 
 A point cloud (a later issue) is a FunctionEncoder with D = 3.
+
+Padding: an encoder may return a third item, per-point weights w (B, N) with w = 0 on padding and 1
+elsewhere (TokenEncoder with ``pad_index``). The backbone passes them as the transforms' quadrature
+weights, so with softmax normalisation a padded source gets exactly zero attention, and pools with
+them -- a padded batch gives the same outputs on its real points as the unpadded sequences.
 """
 import numpy as np
 
@@ -67,13 +72,15 @@ class ImageEncoder(Module):
 
 
 class TokenEncoder(Module):
-    """(B, T) integer tokens in [0, vocab) -> features (B, T, width), positions (1, T, 1) = t / max_length."""
+    """(B, T) integer tokens in [0, vocab) -> features (B, T, width), positions (1, T, 1) = t / max_length,
+    and weights (B, T) = [token != pad_index] when ``pad_index`` is given (pad at the end)."""
 
     position_dim = 1
 
-    def __init__(self, vocab, width, max_length=512, rng=None, dtype=None):
+    def __init__(self, vocab, width, max_length=512, pad_index=None, rng=None, dtype=None):
         super().__init__()
         self.vocab, self.width, self.max_length = int(vocab), int(width), int(max_length)
+        self.pad_index = None if pad_index is None else int(pad_index)
         self.dtype = _dtype(dtype)
         self.embed = Embedding(self.vocab, self.width, dtype=self.dtype, rng=rng)
 
@@ -85,7 +92,9 @@ class TokenEncoder(Module):
         if T > self.max_length:
             raise ShapeError(f"TokenEncoder: sequence length {T} exceeds max_length={self.max_length}")
         positions = (np.arange(T, dtype=self.dtype) / self.max_length)[None, :, None]
-        return self.embed(tokens), positions
+        if self.pad_index is None:
+            return self.embed(tokens), positions
+        return self.embed(tokens), positions, (tokens != self.pad_index).astype(self.dtype)
 
 
 class FunctionEncoder(Module):

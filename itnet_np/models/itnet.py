@@ -9,6 +9,8 @@ The kernel scores s^h_ij = MLP(z_ij)_h over the pair features of config.kernel_i
 over them (H heads), so each block is attention whose logits are a learned function of the relative
 position and the content. The positions from the encoder are carried unchanged through the blocks.
 """
+import numpy as np
+
 from ..autograd import ops
 from ..errors import ConfigError
 from ..nn.init import _generator
@@ -43,16 +45,17 @@ class ITNetBlock(Module):
         self.ffn = MLP([C, config.ffn_mult * C, C], activation="gelu", dtype=dtype, rng=_seed(rng))
         self.drop = Dropout(config.dropout, rng=_seed(rng))
 
-    def forward(self, x, positions):
-        x = x + self.drop(self.transform(self.norm1(x), positions))
+    def forward(self, x, positions, weights=None):
+        x = x + self.drop(self.transform(self.norm1(x), positions, weights=weights))
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
 class ITNet(Module):
     """``ITNet(encoder, out_features, config=ITNetConfig(), task='classify', rng=None, dtype=None)``.
 
-    encoder: a module returning (features (B, N, config.width), positions (B|1, N, D)) and having a
-    ``position_dim`` attribute (models.encoders). ``model(*inputs)`` passes the inputs to the encoder.
+    encoder: a module returning (features (B, N, config.width), positions (B|1, N, D)) and optionally
+    per-point weights (B, N) (0 = padding; see models.encoders), with a ``position_dim`` attribute.
+    ``model(*inputs)`` passes the inputs to the encoder.
     task 'classify' -> logits (B, out_features); 'regress' -> per-point outputs (B, N, out_features).
     """
 
@@ -75,12 +78,21 @@ class ITNet(Module):
         self.head = Linear(config.width, int(out_features), dtype=dtype, rng=_seed(rng))
 
     def forward(self, *inputs):
-        x, positions = self.encoder(*inputs)
+        x, positions, *weights = self.encoder(*inputs)
+        weights = weights[0] if weights else None
         for block in self.blocks:
-            x = block(x, positions)
+            x = block(x, positions, weights)
         if self.task == "classify":
-            x = ops.mean(x, axis=1)
+            x = pool(x, weights)
         return self.head(self.norm(x))
+
+
+def pool(x, weights=None):
+    """Mean over points, (B, N, C) -> (B, C); with weights (B, N): sum_i w_i x_i / sum_i w_i."""
+    if weights is None:
+        return ops.mean(x, axis=1)
+    w = weights[..., None]
+    return ops.sum(x * w, axis=1) / np.maximum(w.sum(axis=1), np.finfo(w.dtype).tiny)
 
 
 def itnet_for_images(in_channels, num_classes, config=None, patch=1, rng=None, dtype=None):
@@ -90,10 +102,11 @@ def itnet_for_images(in_channels, num_classes, config=None, patch=1, rng=None, d
     return ITNet(enc, num_classes, config, "classify", rng=_seed(rng), dtype=dtype)
 
 
-def itnet_for_tokens(vocab, num_classes, config=None, max_length=512, rng=None, dtype=None):
-    """ITNet classifier on (B, T) integer token sequences."""
+def itnet_for_tokens(vocab, num_classes, config=None, max_length=512, pad_index=None, rng=None, dtype=None):
+    """ITNet classifier on (B, T) integer token sequences (``pad_index`` tokens are ignored)."""
     config, rng = config or ITNetConfig(), _generator(rng)
-    enc = TokenEncoder(vocab, config.width, max_length=max_length, rng=_seed(rng), dtype=dtype)
+    enc = TokenEncoder(vocab, config.width, max_length=max_length, pad_index=pad_index, rng=_seed(rng),
+                       dtype=dtype)
     return ITNet(enc, num_classes, config, "classify", rng=_seed(rng), dtype=dtype)
 
 

@@ -134,3 +134,27 @@ def test_itnet_backends_agree():
     np.testing.assert_allclose(out[1], out[0], rtol=0, atol=1e-10)
     for n in grads[0]:
         np.testing.assert_allclose(grads[1][n], grads[0][n], rtol=1e-8, atol=1e-10, err_msg=n)
+
+
+@pytest.mark.parametrize("backend", ["dense", "numba"])
+@pytest.mark.parametrize("kind", ["itnet", "transformer"])
+def test_padding_tokens_change_nothing(kind, backend):
+    """With pad_index, a batch padded at the end gives the logits of each unpadded sequence alone."""
+    from itnet_np.transform import available_backends
+    if backend not in available_backends():
+        pytest.skip(f"{backend} backend unavailable")
+    if kind == "itnet":
+        net = models.itnet_for_tokens(6, 3, models.ITNetConfig.named("tiny", backend=backend), max_length=12,
+                                      pad_index=0, rng=0, dtype="float64")
+    else:
+        net = models.Transformer(6, 3, width=8, depth=2, heads=2, max_length=12, pad_index=0,
+                                 backend=backend, rng=0, dtype="float64")
+    rng = np.random.default_rng(5)
+    seqs = [rng.integers(1, 6, size=n) for n in (3, 7, 10)]
+    batch = np.zeros((3, 10), np.int64)
+    for b, s in enumerate(seqs):
+        batch[b, :len(s)] = s
+    padded = net(batch).data
+    for b, s in enumerate(seqs):
+        np.testing.assert_allclose(padded[b], net(s[None]).data[0], rtol=0, atol=1e-10)
+    assert not np.allclose(padded[0], net(np.concatenate([seqs[0], [1]])[None]).data[0])
