@@ -25,6 +25,7 @@ from .autograd.modes import no_grad
 from .autograd.tensor import Tensor
 from .errors import CheckpointError, ShapeError, describe
 from .io import load, save
+from .optim.clip import clip_grad_norm_
 
 
 def _raw(x):
@@ -66,11 +67,16 @@ def _generators(model):
 
 
 class Trainer:
-    """``Trainer(model, optimizer, loss_fn, seed=0, progress=None)``; progress None = tqdm's
-    automatic choice (bars only on a TTY), False = never, True = always."""
+    """``Trainer(model, optimizer, loss_fn, seed=0, scheduler=None, clip_norm=None, progress=None)``.
 
-    def __init__(self, model, optimizer, loss_fn, seed=0, progress=None):
+    scheduler: an optim.LRScheduler, stepped after every optimiser step (and checkpointed);
+    clip_norm: the gradients' global 2-norm is clipped to it before each step (optim.clip_grad_norm_);
+    progress: None = tqdm's automatic choice (bars only on a TTY), False = never, True = always.
+    """
+
+    def __init__(self, model, optimizer, loss_fn, seed=0, scheduler=None, clip_norm=None, progress=None):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.scheduler, self.clip_norm = scheduler, clip_norm
         self.rng = np.random.default_rng(seed)
         self.step = 0
         self.epoch = 0
@@ -86,7 +92,11 @@ class Trainer:
         self.optimizer.zero_grad()
         loss = self.loss_fn(_call(self.model, inputs), target)
         loss.backward()
+        if self.clip_norm is not None:
+            clip_grad_norm_(self.model.parameters(), self.clip_norm)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.step += 1
         return float(_raw(loss))
 
@@ -125,7 +135,8 @@ class Trainer:
         """Everything needed to continue: model, optimiser, counters and every generator's state."""
         return {"model": self.model.state_dict(), "optim": self.optimizer.state_dict(),
                 "step": self.step, "epoch": self.epoch, "rng": self.rng.bit_generator.state,
-                "module_rngs": {k: g.bit_generator.state for k, g in _generators(self.model).items()}}
+                "module_rngs": {k: g.bit_generator.state for k, g in _generators(self.model).items()},
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
     def load_state_dict(self, state):
         gens = _generators(self.model)
@@ -133,8 +144,14 @@ class Trainer:
         if missing:
             raise CheckpointError(f"Trainer: the checkpoint's module generators do not match the model's: "
                                   f"{missing}")
+        if (self.scheduler is None) != (state.get("scheduler") is None):
+            raise CheckpointError(f"Trainer: the checkpoint {'has' if state.get('scheduler') else 'has no'} "
+                                  f"scheduler state but this trainer {'has no' if self.scheduler is None else 'has a'}"
+                                  " scheduler")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optim"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.rng.bit_generator.state = state["rng"]
         for k, g in gens.items():

@@ -40,10 +40,12 @@ def _batches(rng, size=8):
         yield (X[idx],), Y[idx]
 
 
-def _trainer():
+def _trainer(schedule=True):
     cfg = models.ITNetConfig.named("tiny", dropout=0.2)
     model = models.itnet_for_tokens(5, 2, cfg, max_length=8, rng=0)
-    return Trainer(model, optim.AdamW(model, lr=1e-2), F.cross_entropy, seed=7, progress=None)
+    opt = optim.AdamW(model, lr=1e-2)
+    sched = optim.LRScheduler(opt, optim.Cosine(12)) if schedule else None
+    return Trainer(model, opt, F.cross_entropy, seed=7, scheduler=sched, clip_norm=1.0, progress=None)
 
 
 def test_evaluate_weights_by_batch_size_and_restores_mode():
@@ -83,6 +85,7 @@ def test_resume_is_bit_identical(tmp_path):
     resumed.rng = np.random.default_rng(123)
     resumed.load(tmp_path / "ckpt.npz")
     assert resumed.step == first.step and resumed.epoch == 1
+    assert resumed.optimizer.param_groups[0]["lr"] == first.optimizer.param_groups[0]["lr"] < 1e-2
     for _ in range(2):
         resumed.train_epoch(_batches(resumed.rng))
     a, b = straight.model.state_dict(), resumed.model.state_dict()
@@ -93,13 +96,13 @@ def test_resume_is_bit_identical(tmp_path):
 
 def test_resume_without_saved_generators_differs(tmp_path):
     """The guard above can fail: dropping the dropout generator state breaks bit-identity."""
-    straight = _trainer()
+    straight = _trainer(schedule=False)
     for _ in range(2):
         straight.train_epoch(_batches(straight.rng))
-    first = _trainer()
+    first = _trainer(schedule=False)
     first.train_epoch(_batches(first.rng))
     state = first.state_dict()
-    resumed = _trainer()                                       # dropout generators at their start
+    resumed = _trainer(schedule=False)               # dropout generators at their start
     resumed.model.load_state_dict(state["model"])
     resumed.optimizer.load_state_dict(state["optim"])
     resumed.rng.bit_generator.state = state["rng"]
@@ -117,3 +120,22 @@ def test_checkpoint_from_another_model_is_refused(tmp_path):
     small = models.itnet_for_tokens(5, 2, models.ITNetConfig.named("small"), max_length=8, rng=0)
     with pytest.raises(CheckpointError):
         Trainer(small, optim.AdamW(small, lr=1e-2), F.cross_entropy).load(tmp_path / "ckpt.npz")
+
+
+def test_clip_norm_bounds_the_step_gradients():
+    t = _trainer(schedule=False)
+    t.clip_norm = 1e-3
+    t.train_step((X,), Y)
+    total = np.sqrt(sum(float((p.grad.data ** 2).sum()) for p in t.model.parameters() if p.grad is not None))
+    assert total <= 1e-3 * (1 + 1e-5)
+    t.clip_norm = None
+    t.train_step((X,), Y)
+    total = np.sqrt(sum(float((p.grad.data ** 2).sum()) for p in t.model.parameters() if p.grad is not None))
+    assert total > 1e-2
+
+
+def test_checkpoint_scheduler_mismatch_is_refused(tmp_path):
+    t = _trainer(schedule=True)
+    t.save(tmp_path / "ckpt.npz")
+    with pytest.raises(CheckpointError, match="scheduler"):
+        _trainer(schedule=False).load(tmp_path / "ckpt.npz")
