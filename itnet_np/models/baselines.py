@@ -150,12 +150,17 @@ class Transformer(Module):
 
 
 class GRUClassifier(Module):
-    """``GRUClassifier(num_classes, hidden=32, vocab=None, in_features=None, ...)``: tokens (B, T) when
-    ``vocab`` is given, else real sequences (B, T, in_features) -> logits Linear(h_T) (B, classes)."""
+    """``GRUClassifier(num_classes, hidden=32, vocab=None, in_features=None, embed_dim=None,
+    pad_index=None, ...)``: tokens (B, T) when ``vocab`` is given, else real sequences (B, T, in_features)
+    -> logits Linear(h_T) (B, classes). With ``pad_index`` (tokens padded at the end) h_T is the state
+    after each sequence's last real token (the recurrence is causal, so later pads never reach it)."""
 
-    def __init__(self, num_classes, hidden=32, vocab=None, in_features=None, embed_dim=None, rng=None,
-                 dtype=None):
+    def __init__(self, num_classes, hidden=32, vocab=None, in_features=None, embed_dim=None, pad_index=None,
+                 rng=None, dtype=None):
         super().__init__()
+        if pad_index is not None and vocab is None:
+            raise ConfigError("GRUClassifier: pad_index needs token input (vocab)")
+        self.pad_index = None if pad_index is None else int(pad_index)
         if (vocab is None) == (in_features is None):
             raise ConfigError("GRUClassifier: give exactly one of vocab (token input) or in_features "
                               f"(real input), got vocab={vocab!r}, in_features={in_features!r}")
@@ -168,6 +173,11 @@ class GRUClassifier(Module):
         self.head = Linear(hidden, num_classes, dtype=dtype, rng=_seed(rng))
 
     def forward(self, x):
+        if self.pad_index is not None:
+            tokens = x.data if isinstance(x, Tensor) else np.asarray(x)
+            last = np.maximum((tokens != self.pad_index).sum(axis=1), 1) - 1
+            out, _ = self.gru(self.embed(tokens))
+            return self.head(out[np.arange(len(last)), last])
         if getattr(self, "embed", None) is not None:
             x = self.embed(x)
         _, h = self.gru(x)

@@ -137,7 +137,7 @@ def test_itnet_backends_agree():
 
 
 @pytest.mark.parametrize("backend", ["dense", "numba"])
-@pytest.mark.parametrize("kind", ["itnet", "transformer"])
+@pytest.mark.parametrize("kind", ["itnet", "transformer", "gru"])
 def test_padding_tokens_change_nothing(kind, backend):
     """With pad_index, a batch padded at the end gives the logits of each unpadded sequence alone."""
     from itnet_np.transform import available_backends
@@ -146,9 +146,11 @@ def test_padding_tokens_change_nothing(kind, backend):
     if kind == "itnet":
         net = models.itnet_for_tokens(6, 3, models.ITNetConfig.named("tiny", backend=backend), max_length=12,
                                       pad_index=0, rng=0, dtype="float64")
-    else:
+    elif kind == "transformer":
         net = models.Transformer(6, 3, width=8, depth=2, heads=2, max_length=12, pad_index=0,
                                  backend=backend, rng=0, dtype="float64")
+    else:
+        net = models.GRUClassifier(3, hidden=5, vocab=6, pad_index=0, rng=0, dtype="float64")
     rng = np.random.default_rng(5)
     seqs = [rng.integers(1, 6, size=n) for n in (3, 7, 10)]
     batch = np.zeros((3, 10), np.int64)
