@@ -42,6 +42,8 @@ CASES = {
     "gru_tokens": (lambda: models.GRUClassifier(2, hidden=8, vocab=5, rng=0), (TOKENS,), TOKEN_LABELS, _ce, (16, 2)),
     "gru_signal": (lambda: models.GRUClassifier(2, hidden=8, in_features=1, rng=0), (SIGNALS.transpose(0, 2, 1),),
                    SIGNAL_LABELS, _ce, (16, 2)),
+    "itnet_signal": (lambda: models.itnet_for_functions(1, 2, TINY, task="classify", rng=0),
+                     (SIGNALS.transpose(0, 2, 1), GRID), SIGNAL_LABELS, _ce, (16, 2)),
     "itnet_function": (lambda: models.itnet_for_functions(1, 1, TINY, rng=0), (VALUES, GRID), TARGETS, _mse, (16, 12, 1)),
     "grid_cnn": (lambda: models.GridCNN(1, 1, 12, width=8, depth=2, rng=0), (VALUES, GRID), TARGETS, _mse, (16, 12, 1)),
 }
