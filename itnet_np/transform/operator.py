@@ -200,8 +200,8 @@ class IntegralTransform(Module):
         (N, M), (H, N, M) or (B, H, N, M) (B or H may be 1), added to the kernel scores before
         the normalisation (under softmax: an additive logit; -inf entries exclude a pair, as the
         mask does, so no -inf enters the arithmetic). The backend is chosen by planner.plan (see
-        ``explain``); the fused one declines per-head masks and score biases. Under softmax the
-        weights must be >= 0 (ConfigError). NaN in a kept pair's weight or score propagates.
+        ``explain``); the fused one declines them for kernels other than DotProductKernel. Under
+        softmax the weights must be >= 0 (ConfigError). NaN in a kept pair's weight or score propagates.
         """
         call = self._call(x, positions, source, source_positions, weights, mask, score_bias)
         B, N = x.shape[0], x.shape[1]

@@ -1,4 +1,4 @@
-"""scaled_dot_product_attention: torch's SDPA semantics on the engine, dense or fused.
+"""scaled_dot_product_attention: torch's SDPA semantics, evaluated through the transform planner.
 
     out = softmax(scale q k^T + bias, axis=-1) v,     scale = 1/sqrt(d) unless given
 
@@ -8,11 +8,18 @@ the logits; -inf excludes). is_causal: keep j <= i (top-left aligned tril, as to
 combined with attn_mask (torch raises too). Rows with no attended source give zeros (torch gives
 NaN) and zero gradients, never NaN.
 
-backend: 'dense' (engine ops: matmul, the stable masked softmax of normalization.py, matmul; any
+The call is the operator's: a planner.TransformCall with a parameter-free DotProductKernel (the
+given q, k are its per-point projections), values v, no quadrature weights, normalisation 'softmax',
+the support as a support.SupportPlan on the index grid p_i = i, p_j = j (is_causal -> the causal
+support; a bool mask, or the -inf entries of a float mask, -> its explicit mask) and the float mask
+as the score bias. ``planner.plan(backend, call)`` then decides, with the rule and the decline
+reasons IntegralTransform uses; :func:`explain` returns that decision in words.
+
+backend: 'dense' (planner.dense: engine ops, the stable masked softmax of normalization.py; any
 order of derivatives), 'numba' (one fused engine node, FlashAttention-2 tiles; first-order
-gradients; create_graph raises GraphError), or 'auto': 'numba' for NumPy inputs when numba can run and
-N M reaches the numba backend's one crossover rule for attention (fused.numba_plans.pays_from, the
-rule IntegralTransform's planner applies), else 'dense'.
+gradients; create_graph raises GraphError; a call it declines, e.g. CuPy arrays, raises ConfigError
+with the reason), any registered backend, or 'auto': the first backend whose plan pays (numba from
+N M >= fused.numba_plans.MIN_PAIRS on NumPy arrays), else 'dense'.
 
 'auto' crossover of this entry point, measured (forward + backward, is_causal, B = 1, H = 4, d = 32,
 numba warm, a shared 2-core CPU, so +-30% noise): fused / dense time at N = M = 32, 48, 64, 96, 128,
@@ -25,11 +32,13 @@ import math
 import numpy as np
 
 from ..autograd import ops
+from ..autograd.backend import xp_of
 from ..autograd.tensor import Tensor
 from ..errors import ConfigError, DTypeError, ShapeError, describe
-from .normalization import transform_matrix
-
-BACKENDS = ("auto", "dense", "numba")
+from . import planner
+from .kernels.base import Kernel, Projection
+from .kernels.dot import DotProductKernel
+from .support import Support
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, backend="auto"):
@@ -38,6 +47,17 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
     See the module docstring. Returns a Tensor when any argument is a Tensor, else an ndarray
     (the engine's convention: raw arrays in, raw array out).
     """
+    return planner.plan(backend, attention_call(q, k, v, attn_mask, is_causal, scale, backend)).run()
+
+
+def explain(q, k, v, attn_mask=None, is_causal=False, scale=None, backend="auto"):
+    """In words: which backend scaled_dot_product_attention with these arguments runs, and what every
+    available backend answers (its plan, or why it declines). Evaluates nothing."""
+    return planner.explain(backend, attention_call(q, k, v, attn_mask, is_causal, scale, backend))
+
+
+def attention_call(q, k, v, attn_mask=None, is_causal=False, scale=None, backend="auto"):
+    """The checked planner.TransformCall of one scaled_dot_product_attention call (module docstring)."""
     qd, kd, vd = (_check(a, name) for a, name in ((q, "q"), (k, "k"), (v, "v")))
     B, H, N, d = qd.shape
     M = kd.shape[2]
@@ -47,44 +67,35 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, is_causal=False, scale
     if not (qd.dtype == kd.dtype == vd.dtype):
         raise DTypeError(f"scaled_dot_product_attention: q, k, v must share one dtype, got "
                          f"{qd.dtype}, {kd.dtype}, {vd.dtype}")
-    if backend not in BACKENDS:
-        raise ConfigError(f"scaled_dot_product_attention: backend must be one of {BACKENDS}, got {backend!r}")
+    try:
+        planner.check_backend(backend)
+    except ConfigError as exc:
+        raise ConfigError(f"scaled_dot_product_attention: {exc}") from exc
     if is_causal and attn_mask is not None:
         raise ConfigError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     if not math.isfinite(scale):
         raise ConfigError(f"scaled_dot_product_attention: scale must be finite, got {scale!r}")
     keep, bias = _split_mask(attn_mask, (B, H, N, M), qd.dtype)
-    if backend == "auto":
-        backend = "numba" if _numpy(q, k, v, bias) and _numba_pays(N * M, qd.dtype.itemsize) else "dense"
-    if backend == "numba":
-        _require_numba()
-        return _fused(q, k, v, keep, bias, bool(is_causal), scale)
-    return _dense(q, k, v, keep, bias, bool(is_causal), scale)
+    xp = xp_of(qd)
+    grid = [xp.arange(n, dtype=qd.dtype).reshape(1, n, 1) for n in (N, M)]   # p_i = i, p_j = j
+    support = Support("causal" if is_causal else "full").plan(grid[0], grid[1], keep)
+    proj = Projection({"q": ops.transpose(q, (0, 2, 1, 3))}, {"k": ops.transpose(k, (0, 2, 1, 3))})
+    return planner.TransformCall(_GivenDot(H, d, scale), proj, v, None, support, "softmax", bias)
 
 
-def _dense(q, k, v, keep, bias, causal, scale):
-    """The reference: scores, additive bias, the stable masked softmax (empty rows -> 0), then A v."""
-    s = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale
-    if bias is not None:
-        s = s + bias
-    n, m = s.shape[-2:]
-    if causal:
-        tril = np.tri(n, m, dtype=bool)[None, None]
-        keep = tril if keep is None else keep & tril
-    return ops.matmul(transform_matrix(s, None, keep, "softmax"), v)
+class _GivenDot(DotProductKernel):
+    """s^h_ij = scale q^h_i . k^h_j on q, k given per head: a DotProductKernel without parameters, so
+    that every backend treats SDPA exactly as the operator's attention (proj: q (B, N, H, d), k
+    (B, M, H, d))."""
 
+    def __init__(self, heads, head_dim, scale):
+        Kernel.__init__(self, heads)
+        self.in_features = self.query_features = self.head_dim = head_dim
+        self.scale, self.position_bias = scale, None
 
-def _fused(q, k, v, keep, bias, causal, scale):
-    from .fused.engine_ops import fused_attention
-    from .fused.numba_plans import band_of
-    window = None
-    n, m = _data(q).shape[2], _data(k).shape[2]
-    if keep is not None and keep.shape[-2:] == (n, m):
-        banded, window, keep = band_of(keep)           # tile skipping for causal / banded masks
-        causal = causal or banded
-    return fused_attention(q, k, v, scale=scale, bias=bias, causal=causal, window=window, mask=keep,
-                           normalization="softmax")
+    def project(self, query, source):
+        raise ConfigError("scaled_dot_product_attention's kernel takes q and k as given; it projects nothing")
 
 
 def _split_mask(mask, full, dtype):
@@ -123,20 +134,3 @@ def _check(a, name):
 
 def _data(a):
     return a.data if isinstance(a, Tensor) else a
-
-
-def _numpy(*arrays):
-    return all(a is None or type(_data(a)) is np.ndarray for a in arrays)
-
-
-def _numba_pays(pairs, itemsize):
-    from . import planner
-    if "numba" not in planner.available_backends():
-        return False
-    from .fused.numba_plans import pays_from
-    return pays_from("dot", pairs, itemsize)[0]
-
-
-def _require_numba():
-    from . import planner
-    planner.check_backend("numba")

@@ -9,11 +9,13 @@ scale, cross attention with N != M not multiples of the 64-row tile, float32 and
 """
 import numpy as np
 import pytest
+from _graph_helpers import graph_nodes
 from hypothesis import given
 from hypothesis import strategies as st
 from itnet_np.proofs.reference.attention import sdpa_ref
 
 import itnet_np as itn
+from itnet_np import transform as T
 from itnet_np.errors import ConfigError, DTypeError, GraphError, ShapeError
 from itnet_np.transform import sdpa as S
 from itnet_np.transform.fused.engine_ops import ATTENTION_OP
@@ -183,8 +185,118 @@ def test_errors():
         (ShapeError, r"attn_mask must broadcast to \(1, 2, 3, 4\)", lambda: sdpa(q, k, v, np.ones((4, 3), bool))),
         (DTypeError, "float attn_mask must be float64", lambda: sdpa(q, k, v, np.ones((3, 4), F32))),
         (DTypeError, "share one dtype", lambda: sdpa(q, k, v.astype(F32))),
-        (ConfigError, "backend must be one of", lambda: sdpa(q, k, v, backend="cuda")),
+        (ConfigError, "'cuda' is not available", lambda: sdpa(q, k, v, backend="cuda")),
     ]
     for err, pattern, call in cases:
         with pytest.raises(err, match=pattern):
             call()
+
+
+# ------------------------------------------------------------------ the planner decides (issue 8)
+
+class _NotNumPy(np.ndarray):
+    """An ndarray subclass: not exactly np.ndarray, so the CPU kernels' precondition fails (a stand-in
+    for CuPy arrays, which this machine lacks)."""
+
+
+def test_auto_follows_the_planners_crossover():
+    """'auto' asks planner.plan: numba from N M >= MIN_PAIRS (per itemsize) on, dense below; explain
+    says so in words, and backend='dense' stays dense at any size."""
+    from itnet_np.transform.fused.numba_plans import MIN_PAIRS
+    rng = np.random.default_rng(8)
+    for dtype in (F64, F32):
+        need = MIN_PAIRS["dot", np.dtype(dtype).itemsize]
+        n = int(np.ceil(np.sqrt(need)))
+        for N, M, fused in ((n, n, True), (n - 1, n - 1, (n - 1) ** 2 >= need), (need, 1, True),
+                            (need - 1, 1, False), (4, 4, False)):
+            q, k, v = qkv(rng, 1, 2, N, M, 2, 2, dtype)
+            call = S.attention_call(q, k, v, is_causal=True)
+            assert T.planner.plan("auto", call).backend == ("numba" if fused else "dense"), (dtype, N, M)
+            assert T.planner.plan("dense", call).backend == "dense"
+            text = S.explain(q, k, v, is_causal=True)
+            assert text.startswith(f"backend='auto' runs {'numba' if fused else 'dense'!r}")
+            if not fused:
+                assert f"N M = {N * M} pairs < {need}" in text
+            out = sdpa(itn.tensor(q, requires_grad=True), k, v, is_causal=True)
+            assert (out.node.prim.name == ATTENTION_OP) is fused
+
+
+def test_explicit_numba_declining_raises_with_the_reason():
+    """A call numba declines (arrays that are not plain NumPy arrays): backend='numba' raises
+    ConfigError with the decline reason, 'auto' falls back to dense, explain lists the reason."""
+    rng = np.random.default_rng(9)
+    q, k, v = qkv(rng, 1, 2, 60, 60, 3, 2)
+    odd = v.view(_NotNumPy)
+    with pytest.raises(ConfigError, match=r"backend='numba' cannot run this call: arrays that are not NumPy"):
+        sdpa(q, k, odd, is_causal=True, backend="numba")
+    assert T.planner.plan("auto", S.attention_call(q, k, odd, is_causal=True)).backend == "dense"
+    text = S.explain(q, k, odd, is_causal=True, backend="numba")
+    assert text.startswith("backend='numba' raises ConfigError")
+    assert "numba: declines: arrays that are not NumPy arrays" in text
+    ref = sdpa_ref(q, k, v, is_causal=True)
+    assert rel(np.asarray(sdpa(q, k, odd, is_causal=True)), ref) <= 1e-10
+
+
+def test_backends_receive_the_call_record():
+    """SDPA hands every backend the operator's TransformCall: a parameter-free DotProductKernel with
+    the given scale, the support as a descriptor (is_causal -> the causal index band, no dense mask;
+    a bool mask as the explicit mask; a float mask as the score bias with its -inf entries as the
+    mask), values v and softmax. A registered spy backend sees it and evaluates densely."""
+    rng = np.random.default_rng(10)
+    q, k, v = qkv(rng, 2, 3, 5, 7, 4, 2)
+    seen = []
+
+    def spy(call):
+        seen.append(call)
+        return T.planner.dense(call)
+    T.register_backend("test-sdpa-spy", spy)
+    try:
+        keep = rng.uniform(size=(2, 1, 5, 7)) < 0.7
+        fmask = np.where(rng.uniform(size=(3, 5, 7)) < 0.2, -np.inf, rng.standard_normal((3, 5, 7)))
+        for kw in ({"is_causal": True, "scale": 0.3}, {"attn_mask": keep}, {"attn_mask": fmask}):
+            out = sdpa(q, k, v, backend="test-sdpa-spy", **kw)
+            assert rel(out, sdpa_ref(q, k, v, **kw)) <= 1e-10
+    finally:
+        T.planner._BACKENDS.pop("test-sdpa-spy")
+    causal, masked, biased = seen
+    assert isinstance(causal.kernel, T.DotProductKernel) and not list(causal.kernel.parameters())
+    assert causal.kernel.scale == 0.3 and masked.kernel.scale == 0.5        # 1 / sqrt(d), d = 4
+    assert causal.normalization == "softmax" and causal.weights is None and causal.values is v
+    assert causal.support.kind == "causal" and causal.support.index_band() == (True, None)
+    assert causal.support.mask is None and causal.score_bias is None
+    assert masked.support.kind == "full" and np.array_equal(masked.support.mask, keep)
+    assert masked.score_bias is None
+    assert np.array_equal(biased.support.mask, np.isfinite(fmask)[None])
+    np.testing.assert_array_equal(biased.score_bias, np.where(np.isfinite(fmask), fmask, 0.0)[None])
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_operator_attention_fuses_score_bias_and_per_head_masks(dtype):
+    """What SDPA's float and per-head masks need, the operator's DotProductKernel gets too: numba now
+    accepts a score_bias and a per-head mask for attention (other kernels still decline them), equal
+    to the dense reference in value and in every gradient (the bias's included)."""
+    rng = np.random.default_rng(11)
+    B, N, C, H = 2, 70, 4, 2
+    x = rng.standard_normal((B, N, C)).astype(dtype)
+    bias = (0.5 * rng.standard_normal((1, H, N, N))).astype(dtype)
+    bias[..., 3, :5] = -np.inf
+    per_head = rng.uniform(size=(B, H, N, N)) < 0.8
+    cot = rng.standard_normal((B, N, 4)).astype(dtype)
+    results = []
+    for backend in ("dense", "numba"):
+        op = T.IntegralTransform(C, 4, T.DotProductKernel(C, heads=H, rng=0, dtype=dtype),
+                                 normalization="softmax", support="causal", backend=backend, rng=0, dtype=dtype)
+        xt, bt = itn.tensor(x, requires_grad=True), itn.tensor(bias, requires_grad=True)
+        out = op(xt, mask=per_head, score_bias=bt)
+        assert (ATTENTION_OP in [n.prim.name for n in graph_nodes(out)]) is (backend == "numba")
+        out.backward(cot)
+        results.append([out.data, xt.grad.data, bt.grad.data, op.kernel.W_q.grad.data])
+    for a, b in zip(*results):
+        assert a.dtype == b.dtype == dtype and rel(b, a) <= TOL[dtype]
+    mlp = T.IntegralTransform(C, 4, T.MLPKernel(C, heads=H, hidden=4, activation="tanh", rng=0, dtype=dtype),
+                              normalization="softmax", backend="numba", rng=0, dtype=dtype)
+    with pytest.raises(ConfigError, match="a score_bias"):
+        mlp(x, score_bias=bias)
+    with pytest.raises(ConfigError, match="a per-head mask"):
+        mlp(x, mask=per_head)
+

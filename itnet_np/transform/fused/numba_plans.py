@@ -30,11 +30,12 @@ tightens the band to it); only D > 1 local supports, unsorted or per-batch posit
 the plan's dense mask.
 
 Declined (a Decline with the reason; 'auto' uses dense, an explicit backend='numba' raises
-ConfigError): arrays that are not NumPy (CuPy), a score_bias, a per-head mask, LowRankKernel and
+ConfigError): arrays that are not NumPy (CuPy), a score_bias or a per-head mask for kernels other
+than DotProductKernel (fused_attention takes both: SDPA's float and per-head masks), LowRankKernel and
 SumKernel, softmax for stencil and scan kernels, T5 / learned relative biases (an N x M table whose
 gradient needs an N x M buffer), activations the raw MLP kernel lacks, ALiBi on positions that are
 not the index grid, softmax weights with scale = 0. Accepted plans carry ``pays``: N M against the
-measured crossover MIN_PAIRS (``pays_from``, also SDPA's 'auto' rule).
+measured crossover MIN_PAIRS (``pays_from``; SDPA's calls go through the same plan).
 """
 import numpy as np
 
@@ -113,7 +114,7 @@ def support_args(support):
         if ranges is None:
             mask = support.dense_mask()
     causal, window = band
-    if mask is not None:
+    if mask is not None and mask.shape[-2:] == (support.n, support.m):   # not a broadcast (1, M) row
         banded, width, mask = band_of(mask)
         causal = causal or banded
         window = width if window is None else window if width is None else min(window, width)
@@ -124,9 +125,11 @@ def support_args(support):
 
 def plan(call):
     """The 'numba' backend (planner.py contract): a Plan running one fused engine op, or a Decline."""
-    kernel, norm = call.kernel, call.normalization
+    kernel = call.kernel
     if not call.on_numpy:
         return Decline(NAME, "arrays that are not NumPy arrays (CuPy?): the Numba kernels run on the CPU")
+    if isinstance(kernel, DotProductKernel):           # the attention kernel takes a bias and per-head masks
+        return _plan_dot(call)
     if call.score_bias is not None:
         return Decline(NAME, "a score_bias (an N x M table of logits: the dense path adds it)")
     if call.support.per_head:
@@ -135,16 +138,6 @@ def plan(call):
         return plan_scan(call)
     if isinstance(kernel, StencilKernel):
         return plan_stencil(call)
-    if isinstance(kernel, DotProductKernel):
-        bias = kernel.position_bias
-        if bias is not None and bias.kind != "alibi":
-            return Decline(NAME, f"DotProductKernel with position_bias={bias.kind!r} (an N x M table: its "
-                                 "gradient needs an N x M buffer)")
-        if bias is not None and not _common_grid(call.support):
-            return Decline(NAME, "ALiBi on positions other than the index grid p_i = i + c")
-        if call.weights is not None and norm == "softmax" and kernel.scale == 0:
-            return Decline(NAME, "softmax quadrature weights with scale = 0")
-        return _tiled(call, "dot", "fused attention tiles (FlashAttention-2)")
     if isinstance(kernel, MLPKernel):
         if kernel.activation_name not in ACTIVATIONS:
             name = kernel.activation_name or "a callable"
@@ -152,6 +145,21 @@ def plan(call):
         return _tiled(call, "mlp", "fused MLP-kernel tiles")
     return Decline(NAME, f"{type(kernel).__name__} (fused: DotProductKernel, MLPKernel, StencilKernel, "
                          "DecayKernel, SelectiveKernel)")
+
+
+def _plan_dot(call):
+    """DotProductKernel -> fused_attention (any normalisation; a score bias and per-head masks are
+    the attention kernel's own inputs)."""
+    kernel, norm = call.kernel, call.normalization
+    bias = kernel.position_bias
+    if bias is not None and bias.kind != "alibi":
+        return Decline(NAME, f"DotProductKernel with position_bias={bias.kind!r} (an N x M table: its "
+                             "gradient needs an N x M buffer)")
+    if bias is not None and not _common_grid(call.support):
+        return Decline(NAME, "ALiBi on positions other than the index grid p_i = i + c")
+    if call.weights is not None and norm == "softmax" and kernel.scale == 0:
+        return Decline(NAME, "softmax quadrature weights with scale = 0")
+    return _tiled(call, "dot", "fused attention tiles (FlashAttention-2)")
 
 
 def describe_support(support):
@@ -206,8 +214,8 @@ def _dot(call, causal, window, mask, ranges):
             if not present.all():
                 keep = present[:, :, None, :]                           # (B|1, H|1, 1, M)
                 mask = keep if mask is None else mask & keep
-    out = fused_attention(q, k, v, scale=scale, alibi_slopes=slopes, causal=causal, window=window,
-                          mask=mask, normalization=mode, ranges=ranges)
+    out = fused_attention(q, k, v, scale=scale, bias=call.score_bias, alibi_slopes=slopes, causal=causal,
+                          window=window, mask=mask, normalization=mode, ranges=ranges)
     if mode != normalization:                       # 'sum' with weights: numerator / denominator
         out = ratio_or_zero(out[..., :-1], out[..., -1:])
     return out
