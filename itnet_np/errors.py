@@ -36,6 +36,11 @@ class CheckpointError(ITNetError, ValueError):
     """A checkpoint file is missing, truncated, foreign or inconsistent with the model."""
 
 
+class DataError(ITNetError, ValueError):
+    """A data file a loader was given is malformed (missing column, bad label, unreadable image);
+    the message names the file and, for text files, the line."""
+
+
 def describe(array):
     """Short 'shape (2, 3) float32' description used in error messages."""
     shape = getattr(array, "shape", None)
