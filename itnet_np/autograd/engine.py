@@ -6,7 +6,8 @@ to the Tensor it produced, so graphs hold no reference cycles and are freed by r
 
 Backward visits nodes in reverse topological order (an iterative depth-first sort, so a chain of
 100 000 ops needs no recursion) and, for each node, calls the VJPs of the inputs that need a
-gradient. Undoing broadcasting, accumulating, the dtype check of every gradient, the check that
+gradient -- or, for a primitive declared with ``defvjp_all``, its one VJP for all inputs, once.
+Undoing broadcasting, accumulating, the dtype check of every gradient, the check that
 no saved tensor was modified in place, tensor hooks, anomaly checks and freeing nodes all happen
 here, once, for every op. The modes (modes.py) belong to the calling thread: a backward pass
 turns recording off (or on, for create_graph) in its own thread only.
@@ -34,13 +35,14 @@ class Node:
 
     ``versions``: the ``_version`` of each input at the forward, or None when all were 0 (the
     common case, kept cheap); ``writes``: WRITES at the forward; ``dirty``: the saved output was
-    modified in place since; ``hooks``: the hooks registered on the output tensor.
+    modified in place since; ``hooks``: the hooks registered on the output tensor; ``residuals``:
+    what a ``saves_residuals`` forward kept for its VJP (None otherwise), freed with ``out``.
     """
 
-    __slots__ = ("dirty", "hooks", "inputs", "needs", "out", "params", "prim", "raw", "site", "versions",
-                 "writes")
+    __slots__ = ("dirty", "hooks", "inputs", "needs", "out", "params", "prim", "raw", "residuals", "site",
+                 "versions", "writes")
 
-    def __init__(self, prim, inputs, raw, params, out, needs, versions):
+    def __init__(self, prim, inputs, raw, params, out, needs, versions, residuals=None):
         self.prim = prim
         self.inputs = inputs  # the op's arguments: Tensors and constants
         self.raw = raw        # the same with each Tensor replaced by its array (fast-path VJPs)
@@ -52,6 +54,7 @@ class Node:
         self.writes = WRITES[0]
         self.dirty = False
         self.hooks = None
+        self.residuals = residuals
 
     def __repr__(self):
         return f"<node {self.prim.name}{' (freed)' if self.inputs is None else ''}>"
@@ -212,17 +215,32 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
             else:
                 args = node.raw
                 out = node.out
-            vjps = prim.vjps
             params = node.params
+            if prim.saves_residuals:
+                params = dict(params, residuals=node.residuals)
+            needs = node.needs
+            vjps = prim.vjps
+            every = prim.vjp_all
+            if every is not None:  # one call for all inputs (a fused kernel's backward)
+                every = every(g, out, needs, *args, **params)
+                if len(every) != len(needs):
+                    raise GraphError(f"op '{prim.name}': its VJP returned {len(every)} gradients for "
+                                     f"{len(needs)} inputs")
             i = -1
-            for needed in node.needs:
+            for needed in needs:
                 i += 1
                 if not needed:
                     continue
-                vjp = vjps[i] if i < len(vjps) else None
-                if vjp is None:
-                    raise GraphError(f"op '{prim.name}' is not differentiable with respect to input {i}")
-                gi = vjp(g, out, *args, **params)
+                if every is None:
+                    vjp = vjps[i] if i < len(vjps) else None
+                    if vjp is None:
+                        raise GraphError(f"op '{prim.name}' is not differentiable with respect to input {i}")
+                    gi = vjp(g, out, *args, **params)
+                else:
+                    gi = every[i]
+                    if gi is None:
+                        raise GraphError(f"op '{prim.name}': its VJP gave no gradient for input {i}, "
+                                         "which needs one")
                 parent = inputs[i]
                 pdata = parent._data
                 if gi.shape != pdata.shape:
@@ -251,7 +269,7 @@ def run_backward(root, seed, retain_graph=False, create_graph=False, targets=Non
                     if not left:
                         ready.append(pnode)
             if not retain_graph:
-                node.inputs = node.raw = node.out = node.params = None
+                node.inputs = node.raw = node.out = node.params = node.residuals = None
     finally:
         state.grad_enabled = prev_enabled
         open_block(-1)

@@ -9,7 +9,17 @@ differentiable input, stated next to each other::
 
 A VJP receives the upstream gradient ``g``, the op's output ``out`` (only when the primitive was
 declared with ``save_output=True``, otherwise None), the op's positional inputs and its keyword
-parameters. It must be written with ordinary operators and with the public ops, never with
+parameters. An op whose gradients come out of one computation (a fused kernel's backward, the
+slices of concatenate) declares a single VJP for all of its inputs instead::
+
+    concat.defvjp_all(lambda g, out, needs, *xs, axis: ...)   # -> one gradient (or None) per input
+
+``needs[i]`` says whether input ``i`` needs a gradient; the engine calls it once per node and
+backward. A forward declared with ``saves_residuals=True`` returns ``(out, residuals)``: the node
+keeps ``residuals`` (e.g. a fused kernel's per-row log-sum-exp) beside ``out``, hands them to the
+VJP as the keyword ``residuals`` and frees them with the node; callers only ever see ``out``.
+
+Either kind of VJP must be written with ordinary operators and with the public ops, never with
 ``np.`` calls directly: the engine then runs the *same* VJP code on raw arrays (the fast path: every
 op called with raw arrays returns raw arrays) and on Tensors when ``create_graph=True`` (every op
 called with Tensors records a graph), which yields higher-order gradients for free.
@@ -39,29 +49,39 @@ class Primitive:
     ``twice_differentiable``: False when the VJP uses raw-array code (a fused kernel); asking for
     ``create_graph=True`` through such an op then raises instead of returning wrong numbers.
     ``changes_dtype``: the output dtype is chosen by a parameter (astype), not by the inputs.
+    ``saves_residuals``: the forward returns ``(out, residuals)``; the node keeps the residuals for
+    the VJP (keyword ``residuals``) and frees them with itself. They are raw arrays, constants under
+    ``create_graph``: a VJP that differentiates through them must be first-order only.
     """
 
-    __slots__ = ("changes_dtype", "forward", "name", "save_output", "twice_differentiable", "vjps")
+    __slots__ = ("changes_dtype", "forward", "name", "save_output", "saves_residuals", "twice_differentiable",
+                 "vjp_all", "vjps")
 
-    def __init__(self, forward, name, save_output=False, twice_differentiable=True, changes_dtype=False):
+    def __init__(self, forward, name, save_output=False, twice_differentiable=True, changes_dtype=False,
+                 saves_residuals=False):
         self.name = name
         self.forward = forward
         self.vjps = ()
+        self.vjp_all = None
         self.save_output = save_output
         self.twice_differentiable = twice_differentiable
         self.changes_dtype = changes_dtype
+        self.saves_residuals = saves_residuals
 
     def defvjp(self, *vjps):
         """Attach one VJP per positional input (None for an input that is never differentiable)."""
-        self.vjps = vjps
+        self.vjps, self.vjp_all = vjps, None
         return self
 
-    def defvjp_argnum(self, vjp):
-        """Attach one VJP for any number of inputs: ``vjp(argnum, g, out, *inputs, **params)``.
+    def defvjp_all(self, vjp):
+        """Attach one VJP for all inputs: ``vjp(g, out, needs, *inputs, **params) -> gradients``.
 
-        For variadic ops (concatenate, stack, einsum) whose inputs all follow one rule.
+        ``needs`` is a tuple of bools, one per positional input; the result has one entry per input:
+        its gradient where ``needs[i]``, anything (usually None) elsewhere. Every positional input
+        counts as data for the promotion rule. For fused kernels whose backward yields all gradients
+        in one pass, and for variadic ops (concatenate, stack, einsum).
         """
-        self.vjps = _ByArgnum(vjp)
+        self.vjps, self.vjp_all = (), vjp
         return self
 
     def __repr__(self):
@@ -115,8 +135,13 @@ class Primitive:
         try:
             if raw is None:
                 # Raw arrays in, raw array out: the fast path VJPs run on.
+                if self.saves_residuals:
+                    return self.forward(*args, **params)[0]
                 return self.forward(*args, **params)
             out = self.forward(*raw, **params)
+            residuals = None
+            if self.saves_residuals:
+                out, residuals = out
         except ITNetError:
             raise
         except ValueError as e:  # NumPy's broadcasting / core-dimension messages, said plainly
@@ -136,30 +161,16 @@ class Primitive:
             return Tensor._wrap(out, None)
         needs = tuple([isinstance(a, Tensor) and a.requires_grad for a in args])
         versions = tuple([a._version if isinstance(a, Tensor) else 0 for a in args]) if bumped else None
-        node = Node(self, args, raw, params, out if self.save_output else None, needs, versions)
+        node = Node(self, args, raw, params, out if self.save_output else None, needs, versions, residuals)
         if anomaly:
             node.site = _creation_site()
         return Tensor._wrap(out, node)
 
 
-class _ByArgnum:
-    """Looks like a tuple of VJPs of any length, each the shared ``vjp`` bound to its argnum."""
-
-    __slots__ = ("vjp",)
-
-    def __init__(self, vjp):
-        self.vjp = vjp
-
-    def __len__(self):
-        return 1 << 30
-
-    def __getitem__(self, argnum):
-        return lambda *args, **params: self.vjp(argnum, *args, **params)
-
-
-def primitive(forward, name, save_output=False, twice_differentiable=True, changes_dtype=False):
-    """Declare a primitive (see the module docstring); returns it for ``.defvjp``."""
-    return Primitive(forward, name, save_output, twice_differentiable, changes_dtype)
+def primitive(forward, name, save_output=False, twice_differentiable=True, changes_dtype=False,
+              saves_residuals=False):
+    """Declare a primitive (see the module docstring); returns it for ``.defvjp`` / ``.defvjp_all``."""
+    return Primitive(forward, name, save_output, twice_differentiable, changes_dtype, saves_residuals)
 
 
 def _creation_site():

@@ -27,7 +27,9 @@ _ACCEPTED = "expected bool, integer or float data (arrays, Tensors, Python numbe
 
 
 def is_data(prim, i):
-    """Whether positional input ``i`` of ``prim`` is data (it has a VJP)."""
+    """Whether positional input ``i`` of ``prim`` is data (it has a VJP; with ``defvjp_all``, all do)."""
+    if prim.vjp_all is not None:
+        return True
     vjps = prim.vjps
     return i < len(vjps) and vjps[i] is not None
 

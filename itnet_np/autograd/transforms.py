@@ -27,7 +27,7 @@ def _zeros_like(t):
     return Tensor._wrap(xp_of(t.data).zeros_like(t.data), None)
 
 
-def _no_second_order(argnum, g, out, *args):
+def _no_second_order(g, out, needs, *args):
     raise GraphError(
         "this gradient was computed through an op without a differentiable VJP (a fused kernel); "
         "it is correct to first order, but cannot be differentiated again")
@@ -36,7 +36,7 @@ def _no_second_order(argnum, g, out, *args):
 # Identity on its first argument; its other arguments only connect it to the outer graph, so that
 # an attempt to backpropagate through a first-order-only gradient raises instead of silently
 # treating it as a constant.
-_first_order_only = primitive(lambda g, *leaves: g, "first_order_only").defvjp_argnum(_no_second_order)
+_first_order_only = primitive(lambda g, *leaves: g, "first_order_only").defvjp_all(_no_second_order)
 
 
 def vjp(f, *primals):

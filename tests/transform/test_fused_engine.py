@@ -220,7 +220,7 @@ def test_one_fused_node_and_create_graph_raises(kind, name):
         lo, hi = node.params["ranges"]
         np.testing.assert_array_equal(lo, 0)
         np.testing.assert_array_equal(hi, np.arange(1, 21))
-    assert node.params["saved"].stats.shape == (2, 2, 20)
+    assert node.residuals.shape == (2, 2, 20)          # the per-row statistic, kept by the node
     with pytest.raises(GraphError, match=name):
         y.sum().backward(create_graph=True)
 

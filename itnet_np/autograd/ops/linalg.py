@@ -118,7 +118,12 @@ def _einsum(*operands, subscripts):
     return xp.einsum(subscripts, *operands, optimize=len(operands) > 2)
 
 
-def _einsum_vjp(k, g, out, *operands, subscripts):
+def _einsum_vjp(g, out, needs, *operands, subscripts):
+    """One gradient per operand that needs one (``_einsum_grad``); None elsewhere."""
+    return [_einsum_grad(k, g, operands, subscripts) if needed else None for k, needed in enumerate(needs)]
+
+
+def _einsum_grad(k, g, operands, subscripts):
     """dL/d operand_k = einsum of g with the other operands, onto operand k's labels.
 
     Four cases need more than swapping g in for operand k:
@@ -162,7 +167,7 @@ def _einsum_vjp(k, g, out, *operands, subscripts):
     return gk if len(target) == x.ndim else reshape(gk, x.shape)
 
 
-_einsum_p = primitive(_einsum, "einsum").defvjp_argnum(_einsum_vjp)
+_einsum_p = primitive(_einsum, "einsum").defvjp_all(_einsum_vjp)
 
 
 def einsum(subscripts, *operands):

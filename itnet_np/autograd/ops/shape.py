@@ -143,15 +143,19 @@ def _concatenate(*arrays, axis=0):
         raise _join_error("concatenate", arrays, axis, e) from e
 
 
-def _concatenate_vjp(i, g, out, *arrays, axis=0):
-    axis = axis % g.ndim
-    start = int(sum(a.shape[axis] for a in arrays[:i]))
-    index = (slice(None),) * axis + (slice(start, start + arrays[i].shape[axis]),)
+def _concatenate_vjp(g, out, needs, *arrays, axis=0):
+    """Input i's gradient is g's slice along ``axis`` where input i landed."""
     from .index import getitem
-    return getitem(g, index)
+    axis = axis % g.ndim
+    grads, start = [], 0
+    for a, needed in zip(arrays, needs):
+        stop = start + a.shape[axis]
+        grads.append(getitem(g, (slice(None),) * axis + (slice(start, stop),)) if needed else None)
+        start = stop
+    return grads
 
 
-_concatenate_p = primitive(_concatenate, "concatenate").defvjp_argnum(_concatenate_vjp)
+_concatenate_p = primitive(_concatenate, "concatenate").defvjp_all(_concatenate_vjp)
 
 
 def concatenate(arrays, axis=0):
@@ -171,12 +175,14 @@ def _stack(*arrays, axis=0):
     return xp_of(arrays[0]).stack(arrays, axis=axis)
 
 
-def _stack_vjp(i, g, out, *arrays, axis=0):
+def _stack_vjp(g, out, needs, *arrays, axis=0):
+    """Input i's gradient is g's entry i along the new ``axis``."""
     from .index import getitem
-    return getitem(g, (slice(None),) * (axis % g.ndim) + (i,))
+    lead = (slice(None),) * (axis % g.ndim)
+    return [getitem(g, lead + (i,)) if needed else None for i, needed in enumerate(needs)]
 
 
-_stack_p = primitive(_stack, "stack").defvjp_argnum(_stack_vjp)
+_stack_p = primitive(_stack, "stack").defvjp_all(_stack_vjp)
 
 
 def stack(arrays, axis=0):

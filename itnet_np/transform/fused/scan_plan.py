@@ -33,7 +33,6 @@ from ..kernels.decay import DecayKernel
 from ..kernels.selective import SelectiveKernel
 from ..positions import GRID_TOL
 from ._notice import announce
-from .engine_ops import Saved
 from .scan_numba import decay_backward, decay_forward, selective_backward, selective_forward
 
 __all__ = ["decay_scan", "plan_scan", "run_scan", "selective_scan"]
@@ -51,45 +50,39 @@ def _run(family, kernel, *args):
     return kernel(*args)
 
 
-def _selective_forward(loga, Bm, Cm, v, *, strict, saved):
+def _selective_forward(loga, Bm, Cm, v, *, strict):
     return _run("selective scan forward", selective_forward, loga, Bm, Cm, v, strict)
 
 
-def _selective_vjp(argnum, g, out, loga, Bm, Cm, v, *, strict, saved):
-    def backward():
-        return _run("selective scan backward", selective_backward, loga, Bm, Cm, v, g, strict)
-    return saved.grad(argnum, g, backward)
+def _selective_vjp(g, out, needs, loga, Bm, Cm, v, *, strict):
+    return _run("selective scan backward", selective_backward, loga, Bm, Cm, v, g, strict)
 
 
 _selective = primitive(_selective_forward, "scan_selective",
-                       twice_differentiable=False).defvjp_argnum(_selective_vjp)
+                       twice_differentiable=False).defvjp_all(_selective_vjp)
 
 
 def selective_scan(loga, Bm, Cm, v, *, strict=False):
     """One engine node: loga (B, H, N, S), Bm, Cm (B, N, S), v (B, H, N, d) -> y (B, H, N, d)."""
-    args = (loga, Bm, Cm, v)
-    return _selective(*args, strict=bool(strict), saved=Saved(args))
+    return _selective(loga, Bm, Cm, v, strict=bool(strict))
 
 
-def _decay_forward(v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict, saved):
+def _decay_forward(v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict):
     return _run("decay scan forward", decay_forward, v, log_rate, coef, log_mod, angle, coef_re, coef_im,
                 strict)
 
 
-def _decay_vjp(argnum, g, out, v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict, saved):
-    def backward():
-        return _run("decay scan backward", decay_backward, v, log_rate, coef, log_mod, angle, coef_re,
-                    coef_im, g, strict)
-    return saved.grad(argnum, g, backward)
+def _decay_vjp(g, out, needs, v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict):
+    return _run("decay scan backward", decay_backward, v, log_rate, coef, log_mod, angle, coef_re, coef_im,
+                g, strict)
 
 
-_decay = primitive(_decay_forward, "scan_decay", twice_differentiable=False).defvjp_argnum(_decay_vjp)
+_decay = primitive(_decay_forward, "scan_decay", twice_differentiable=False).defvjp_all(_decay_vjp)
 
 
 def decay_scan(v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict=False):
     """One engine node: v (B, H, N, d), real modes (H, nr), complex modes (H, nc) -> (B, H, N, d)."""
-    args = (v, log_rate, coef, log_mod, angle, coef_re, coef_im)
-    return _decay(*args, strict=bool(strict), saved=Saved(args))
+    return _decay(v, log_rate, coef, log_mod, angle, coef_re, coef_im, strict=bool(strict))
 
 
 # ----------------------------------------------------------------------------------------- backend

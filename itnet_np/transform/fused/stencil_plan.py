@@ -25,7 +25,6 @@ from ...autograd.primitive import primitive
 from ..kernels.stencil import StencilKernel
 from ..normalization import ratio_or_zero
 from ..positions import as_integers
-from .engine_ops import Saved
 from .stencil_numba import stencil_backward, stencil_forward
 
 __all__ = ["STENCIL_OP", "decline_reason", "fused_stencil", "plan_stencil", "stencil_indices"]
@@ -85,25 +84,22 @@ def stencil_indices(query_positions, source_positions, offsets, mask=None):
 
 # ----------------------------------------------------------------------------------- engine op
 
-def _stencil_forward(table, w, v, *, idx, saved):
+def _stencil_forward(table, w, v, *, idx):
     return stencil_forward(idx, table, w, v)
 
 
-def _stencil_vjp(argnum, g, out, table, w, v, *, idx, saved):
-    def backward():
-        return stencil_backward(idx, table, w, v, g, want_w=1 in saved.needs)
-    return saved.grad(argnum, g, backward)
+def _stencil_vjp(g, out, needs, table, w, v, *, idx):
+    return stencil_backward(idx, table, w, v, g, want_w=needs[1])
 
 
-_stencil = primitive(_stencil_forward, STENCIL_OP, twice_differentiable=False).defvjp_argnum(_stencil_vjp)
+_stencil = primitive(_stencil_forward, STENCIL_OP, twice_differentiable=False).defvjp_all(_stencil_vjp)
 
 
 def fused_stencil(table, w, v, idx):
     """One engine node: y (B, H, N, d) = sum_a table[h, a] w[b, h, j] v[b, h, j], j = idx[b, i, a]
     (stencil_numba.py). table (H, T), w (1|B, 1|H, M), v (B, H, M, d): arrays or Tensors; idx a
     raw int64 constant (1|B, N, T), -1 = no source."""
-    args = (table, w, v)
-    return _stencil(*args, idx=idx, saved=Saved(args))
+    return _stencil(table, w, v, idx=idx)
 
 
 # ------------------------------------------------------------------------------------- backend
