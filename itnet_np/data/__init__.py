@@ -56,10 +56,6 @@ def get_dataset(name, cache=True, **opts):
     """Data set ``name`` built with ``opts`` (defaults filled in), from the cache when present."""
     known = options(name)
     unknown = sorted(set(opts) - set(known))
-    if name == "mnist1d":  # its builder also takes the recipe's entries
-        from .mnist1d import RECIPE
-        known.update(RECIPE)
-        unknown = sorted(set(opts) - set(known))
     if unknown:
         raise ConfigError(f"get_dataset({name!r}): unknown option(s) {unknown}; options: {sorted(known)}")
     full = {**known, **opts}
@@ -68,6 +64,22 @@ def get_dataset(name, cache=True, **opts):
     return cached(name, key, lambda: _builder(name)(**full), cache=cache)
 
 
-__all__ = ["Dataset", "DataLoader", "DATASETS", "get_dataset", "options", "cached", "cache_path",
-           "data_dir", "make_mnist1d", "make_digits", "make_listops", "make_antiderivative",
-           "make_burgers", "load_image_folder", "read_tsv", "build_vocab", "encode"]
+__all__ = [
+    "DATASETS",
+    "DataLoader",
+    "Dataset",
+    "build_vocab",
+    "cache_path",
+    "cached",
+    "data_dir",
+    "encode",
+    "get_dataset",
+    "load_image_folder",
+    "make_antiderivative",
+    "make_burgers",
+    "make_digits",
+    "make_listops",
+    "make_mnist1d",
+    "options",
+    "read_tsv",
+]

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import zipfile
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,8 +35,8 @@ class Dataset(NamedTuple):
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    positions: Optional[np.ndarray] = None
-    num_classes: Optional[int] = None
+    positions: np.ndarray | None = None
+    num_classes: int | None = None
 
 
 def data_dir():
@@ -113,11 +113,11 @@ def grid_1d(n):
 
 def stratified_split(labels, test_fraction, rng):
     """Indices (train, test): each class split in the same proportion (round-half-even per class),
-    both sorted by a seeded shuffle so classes are interleaved."""
+    each in a seeded random order (classes interleaved)."""
     train, test = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_test = int(round(len(idx) * test_fraction))
+        n_test = round(len(idx) * test_fraction)
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))

@@ -21,6 +21,7 @@ Shapes: x (N, 40) float32, y (N,) int64, positions (40, 1) float32 = linspace(0,
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ..errors import ConfigError
 from .base import Dataset, check_float, check_int, stratified_split
 
 # The ten hand-designed templates of the paper (digit shapes drawn as 1-D curves).
@@ -87,12 +88,24 @@ def render(labels, draws, recipe=RECIPE):
     return _resample(x, np.full(n, fine), recipe["length"])
 
 
-def make_mnist1d(num_samples=5000, test_fraction=0.2, seed=42, **recipe):
-    """Generate MNIST-1D (see the module docstring); ``recipe`` overrides entries of RECIPE."""
+def make_mnist1d(num_samples=5000, test_fraction=0.2, seed=42, padding=(36, 60), scale_coeff=0.4,
+                 max_translation=48, corr_noise_scale=0.25, iid_noise_scale=0.02, shear_scale=0.75,
+                 length=40):
+    """Generate MNIST-1D (see the module docstring; the defaults are the published RECIPE)."""
     num_samples = check_int("num_samples", num_samples, 20)
     test_fraction = check_float("test_fraction", test_fraction)
-    recipe = {**RECIPE, **recipe}
-    recipe["length"] = check_int("length", recipe["length"], 2)
+    if test_fraction >= 1:
+        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not isinstance(padding, (tuple, list)) or len(padding) != 2:
+        raise ConfigError(f"padding must be (low, high), got {padding!r}")
+    low = check_int("padding[0]", padding[0], 0)
+    recipe = {"padding": (low, check_int("padding[1]", padding[1], low)),
+              "scale_coeff": check_float("scale_coeff", scale_coeff, positive=False),
+              "max_translation": check_int("max_translation", max_translation, 1),
+              "corr_noise_scale": check_float("corr_noise_scale", corr_noise_scale, positive=False),
+              "iid_noise_scale": check_float("iid_noise_scale", iid_noise_scale, positive=False),
+              "shear_scale": check_float("shear_scale", shear_scale, positive=False),
+              "length": check_int("length", length, 2)}
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(10), num_samples // 10)
     x = render(labels, draw(rng, len(labels), recipe), recipe)

@@ -93,7 +93,7 @@ def solve_burgers(u0, nu=0.1, t_final=1.0, rtol=1e-7, atol=1e-9):
     Each sample is one stiff system (the viscous term reaches nu (2 pi F / 3)^2), integrated by
     solve_ivp's BDF on the real and imaginary parts of its kept modes."""
     u0 = np.asarray(u0, dtype=np.float64)
-    n, fine = u0.shape
+    _n, fine = u0.shape
     k = np.arange(fine // 2 + 1)
     keep = k <= fine // 3
     wave = 2j * np.pi * k[keep]

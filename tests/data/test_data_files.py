@@ -6,6 +6,7 @@ from itnet_np.data import build_vocab, encode, load_image_folder, read_tsv
 from itnet_np.data.text import PAD, SEP, UNK
 from itnet_np.errors import DataError, ShapeError
 
+
 def write_image(path, rgb, size=(6, 4), fmt=None):
     """A constant-colour image of size (width, height); skips the test without Pillow."""
     image = pytest.importorskip("PIL.Image", reason="Pillow not installed: pip install 'itnet-np[data]'")

@@ -9,7 +9,7 @@ from itnet_np.data.mnist1d import RECIPE, draw, make_mnist1d, render, templates
 
 def reference_example(template, d, i):
     """One example, step by step as the paper describes it (np.interp, explicit roll)."""
-    low, high = RECIPE["padding"]
+    _low, high = RECIPE["padding"]
     fine = 12 + high
     padded = np.concatenate([template + 1e-8, np.zeros(d["pad"][i])])
     x = np.interp(np.linspace(0, 1, fine), np.linspace(0, 1, len(padded)), padded)
@@ -79,3 +79,19 @@ def test_linear_baseline_near_the_published_32_percent():
     d = make_mnist1d()
     acc = LogisticRegression(max_iter=3000).fit(d.x_train, d.y_train).score(d.x_test, d.y_test)
     assert 0.25 < acc < 0.40, acc  # published: 32% (a larger gap would mean a different recipe)
+
+
+def test_defaults_are_the_published_recipe_and_options_are_checked():
+    import inspect
+
+    from itnet_np.errors import ConfigError
+    params = inspect.signature(make_mnist1d).parameters
+    assert {k: params[k].default for k in RECIPE} == RECIPE
+    assert RECIPE == {"padding": (36, 60), "scale_coeff": 0.4, "max_translation": 48,
+                      "corr_noise_scale": 0.25, "iid_noise_scale": 0.02, "shear_scale": 0.75,
+                      "length": 40}  # the paper's get_dataset_args
+    assert make_mnist1d(100, length=60).x_train.shape == (80, 60)
+    with pytest.raises(ConfigError, match="padding"):
+        make_mnist1d(100, padding=(40, 30))
+    with pytest.raises(ConfigError, match="test_fraction"):
+        make_mnist1d(100, test_fraction=1.5)

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 from scipy.integrate import cumulative_trapezoid, quad
 
-from itnet_np.data.operators import (burgers_initial, fourier_antiderivative, fourier_values,
-                                     make_antiderivative, make_burgers, random_fourier, solve_burgers)
+from itnet_np.data.operators import (
+    burgers_initial,
+    fourier_antiderivative,
+    fourier_values,
+    make_antiderivative,
+    make_burgers,
+    random_fourier,
+    solve_burgers,
+)
 from itnet_np.errors import ConfigError
 
 NU = 0.1
@@ -28,7 +35,7 @@ def test_antiderivative_matches_quadrature():
     np.testing.assert_allclose(s, cumulative_trapezoid(u, x, axis=1, initial=0), rtol=0, atol=1e-7)
     for i in range(3):
         for p in (0.13, 0.5, 0.97):
-            ref = quad(lambda t: fourier_values(a[i:i + 1], b[i:i + 1], np.array([t]))[0, 0], 0, p,
+            ref = quad(lambda t, i=i: fourier_values(a[i:i + 1], b[i:i + 1], np.array([t]))[0, 0], 0, p,
                        epsabs=1e-13)[0]
             assert abs(fourier_antiderivative(a[i:i + 1], b[i:i + 1], np.array([p]))[0, 0] - ref) < 1e-11
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-import itnet_np.data as data
+from itnet_np import data
 from itnet_np.data import DataLoader, get_dataset
 from itnet_np.errors import ConfigError, ShapeError
 
@@ -27,7 +27,7 @@ def test_unknown_name_and_option_are_config_errors():
 
 
 def test_cache_round_trip_is_exact_and_keyed_by_options(cache_dir):
-    opts = dict(num_train=6, num_test=3, resolution=16, fine=64, seed=2)
+    opts = {"num_train": 6, "num_test": 3, "resolution": 16, "fine": 64, "seed": 2}
     first = get_dataset("antiderivative", **opts)
     files = os.listdir(cache_dir)
     assert len(files) == 1 and files[0].startswith("antiderivative-") and files[0].endswith(".npz")
@@ -45,7 +45,7 @@ def test_cache_round_trip_is_exact_and_keyed_by_options(cache_dir):
 
 
 def test_cache_is_used_and_a_corrupt_file_is_rebuilt(cache_dir, monkeypatch):
-    opts = dict(num_train=5, num_test=5, max_length=32, min_length=5, seed=0)
+    opts = {"num_train": 5, "num_test": 5, "max_length": 32, "min_length": 5, "seed": 0}
     built = get_dataset("listops", **opts)
     path = cache_dir / os.listdir(cache_dir)[0]
     builder, version = data.DATASETS["listops"]
