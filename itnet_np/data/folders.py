@@ -1,6 +1,6 @@
 """ImageNet-style class folders: ``root/CLASS/IMAGE`` -> (images, labels, classes).
 
-Classes are the sub-directory names, sorted; label i is ``classes[i]``. Every file with an image
+Classes are the sub-directory names (hidden ones, starting with '.', skipped), sorted; label i is ``classes[i]``. Every file with an image
 extension (.png .jpg .jpeg .bmp .gif .webp, any case) is read with Pillow (the ``data`` extra),
 converted to RGB (or L with ``grayscale=True``) and resized to ``size = (height, width)`` with
 bilinear filtering. Files are visited in sorted order, so the result is deterministic.
@@ -30,7 +30,8 @@ def load_image_folder(root, size=(32, 32), grayscale=False):
     height, width = _size(size)
     if not os.path.isdir(root):
         raise DataError(f"load_image_folder: {root!r} is not a directory")
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    classes = sorted(d for d in os.listdir(root)
+                     if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
     if not classes:
         raise DataError(f"load_image_folder: {root!r} has no class sub-directories (expected root/CLASS/IMAGE)")
     images, labels = [], []

@@ -29,6 +29,13 @@ def read_tsv(path, text_columns, label_column="label", label_map=None):
     """Read a GLUE-style TSV file (see the module docstring)."""
     if isinstance(text_columns, str):
         text_columns = (text_columns,)
+    try:
+        return _read_tsv(path, tuple(text_columns), label_column, label_map)
+    except UnicodeDecodeError as e:
+        raise DataError(f"read_tsv: {path}: not UTF-8 text ({e})") from None
+
+
+def _read_tsv(path, text_columns, label_column, label_map):
     with open(path, newline="", encoding="utf-8") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(rows, None)

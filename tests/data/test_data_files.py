@@ -20,6 +20,7 @@ def test_image_folder_reads_sorted_classes_and_resizes(tmp_path):
     write_image(tmp_path / "zebra" / "a.jpg", (0, 0, 255), fmt="JPEG")
     write_image(tmp_path / "ant" / "x.PNG", (0, 255, 0), size=(3, 9))
     (tmp_path / "ant" / "notes.txt").write_text("not an image")
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # hidden: not a class
     images, labels, classes = load_image_folder(tmp_path, size=(5, 7))
     assert classes == ["ant", "zebra"]
     np.testing.assert_array_equal(labels, [0, 1, 1])
@@ -107,3 +108,10 @@ def test_vocabulary_and_encoding():
     np.testing.assert_array_equal(encode(texts, vocab, length=2, truncate=True)[0], [3, 4])
     chars = build_vocab(["abca"], level="char", min_freq=2)
     assert list(chars) == ["<pad>", "<unk>", "<sep>", "a"]
+
+
+def test_read_tsv_rejects_non_utf8(tmp_path):
+    f = tmp_path / "latin1.tsv"
+    f.write_bytes("sentence\tlabel\ncaf\xe9\t1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1\.tsv: not UTF-8"):
+        read_tsv(f, "sentence")
