@@ -18,6 +18,11 @@ from itnet_np.transform.fused.numba_plans import MIN_PAIRS
 F64 = np.float64
 
 
+def mlp_op(backend):
+    kernel = T.MLPKernel(4, heads=2, hidden=4, rng=0, dtype=F64)
+    return T.IntegralTransform(4, 4, kernel, normalization="softmax", backend=backend, rng=1, dtype=F64)
+
+
 def dot_op(backend, **kw):
     kernel = T.DotProductKernel(4, heads=2, rng=0, dtype=F64, **{k: v for k, v in kw.items() if k == "position_bias"})
     return T.IntegralTransform(4, 4, kernel, normalization="softmax", backend=backend, rng=1, dtype=F64,
@@ -70,12 +75,12 @@ def test_decline_reasons(case):
     elif case == "t5":
         make = lambda b: dot_op(b, position_bias="t5")
         reason = "position_bias='t5'"
-    elif case == "per_head_mask":
-        make = lambda b: dot_op(b)
+    elif case == "per_head_mask":            # the attention kernel takes per-head masks; the MLP kernel not
+        make = lambda b: mlp_op(b)
         args["mask"] = np.random.default_rng(1).random((1, 2, n, n)) < 0.7
         reason = "a per-head mask"
-    elif case == "score_bias":
-        make = lambda b: dot_op(b)
+    elif case == "score_bias":               # likewise a score bias
+        make = lambda b: mlp_op(b)
         args["score_bias"] = np.random.default_rng(2).standard_normal((n, n))
         reason = "a score_bias"
     else:                                     # a non-NumPy array type standing in for CuPy's
