@@ -37,7 +37,7 @@ def kernels_on(parallel=False):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_fast, "ENABLED", True)
         mp.setattr(_fast, "MIN_SIZE", 1)
-        mp.setattr(K, "PARALLEL_SIZE", 1 if parallel else 1 << 62)
+        mp.setattr(K, "PARALLEL_WORK", 1 if parallel else 1 << 62)
         calls = dict.fromkeys(PUBLIC, 0)
         for name in PUBLIC:
             mp.setattr(K, name, _counted(calls, name, getattr(K, name)))

@@ -2,7 +2,7 @@
 
 Each kernel does in one pass over memory what its NumPy reference does in several, on
 numba.get_num_threads() threads (``run_tasks``: nogil kernels on a small Python thread pool, each
-task a contiguous block of rows), or on the calling thread below ``PARALLEL_SIZE`` elements. Every
+task a contiguous block of rows), or on the calling thread below ``PARALLEL_WORK``. Every
 kernel reads C-contiguous float32 or float64 arrays and
 computes in their dtype (constants go through ``typed``: a Python float literal would turn float32
 arithmetic into float64). ``_fast.kernels`` decides when they run; the NumPy reference of each one
@@ -55,16 +55,18 @@ def _span(t, n_tasks, n):
     return t * n // n_tasks, (t + 1) * n // n_tasks
 
 
-# Below this many elements a kernel runs on the calling thread alone: handing tasks to the pool
-# costs 30 to 130 µs on this 2-core machine (more under load), more than a second thread saves on
-# a layer norm of 2048 x 128 (0.14 ms on one thread); GELU and softmax at 16 x 128 x 512 (about
-# 1 ms on one thread) gain from it.
-PARALLEL_SIZE = 1 << 19
+# Below PARALLEL_WORK a kernel runs on the calling thread alone: handing tasks to the pool costs
+# 30 to 130 µs on this 2-core machine (more under load). Work = elements x a rough cost per element:
+# EXP for the kernels with an exp per element (GELU, softmax: about 1 ms per 10^6 elements on one
+# thread, which a second thread nearly halves when the machine is idle), 1 for the memory-bound ones
+# (softmax VJP, layer norm: 0.1 to 0.25 ms per 10^6, where the pool was a loss even at 10^6).
+PARALLEL_WORK = 1 << 21
+EXP = 4
 
 
-def _tasks(size, rows):
-    """How many tasks: one per thread (at most one per row), or 1 below PARALLEL_SIZE elements."""
-    return 1 if size < PARALLEL_SIZE else max(1, min(nb.get_num_threads(), rows))
+def _tasks(size, rows, cost=1):
+    """How many tasks: one per thread (at most one per row) from PARALLEL_WORK on, else 1."""
+    return 1 if size * cost < PARALLEL_WORK else max(1, min(nb.get_num_threads(), rows))
 
 
 def _run(kernel, tasks, family, *args):
@@ -82,8 +84,9 @@ def _rows(a, n):
 
 
 # Each kernel is a task driver (rows [lo, hi) of task t) calling a separately compiled function on
-# one block or one row: LLVM vectorises those simple loops where the same loop nested inside the
-# driver came out 1.5 to 2x slower (measured).
+# that block: LLVM vectorises its simple loops, where the same loops nested inside the driver came
+# out 1.5 to 2x slower, and one call per block instead of one per row halved the time of the
+# row kernels (measured).
 
 # ----------------------------------------------------------------------------- tanh-GELU
 @nb.njit(**JIT)
@@ -121,80 +124,81 @@ def _gelu_tanh_grad_k(first, step, n_tasks, g, x, out):
 def gelu_tanh(x):
     """tanh-GELU of x (any shape), elementwise; reference: activations._gelu_tanh_raw."""
     out = np.empty_like(x)
-    _run(_gelu_tanh_k, _tasks(x.size, x.size), "gelu", x.reshape(-1), out.reshape(-1))
+    _run(_gelu_tanh_k, _tasks(x.size, x.size, EXP), "gelu", x.reshape(-1), out.reshape(-1))
     return out
 
 
 def gelu_tanh_grad(g, x):
     """g * d gelu_tanh(x) / dx; reference: activations._gelu_tanh_grad_raw."""
     out = np.empty_like(x)
-    _run(_gelu_tanh_grad_k, _tasks(x.size, x.size), "gelu", g.reshape(-1), x.reshape(-1), out.reshape(-1))
+    _run(_gelu_tanh_grad_k, _tasks(x.size, x.size, EXP), "gelu", g.reshape(-1), x.reshape(-1),
+         out.reshape(-1))
     return out
 
 
 # ----------------------------------------------------------------------------- softmax, log_softmax
 @nb.njit(**JIT)
-def _softmax_row(row, o, log):
-    m = row[0]
-    for j in range(1, row.shape[0]):
-        m = max(m, row[j])  # a NaN may be skipped here: it still turns the sum, so the row, into NaN
-    s = typed(0.0, row)
-    if math.isfinite(m):
-        for j in range(row.shape[0]):
-            e = fexp(row[j] - m)
-            o[j] = e
-            s += e
-    else:  # the reference's shift of 0 and libm's exp: inf and NaN propagate as in NumPy
-        m = typed(0.0, row)
-        for j in range(row.shape[0]):
-            e = math.exp(row[j])
-            o[j] = e
-            s += e
-    if log:
-        ls = math.log(s)
-        for j in range(row.shape[0]):
-            o[j] = (row[j] - m) - ls
-    else:
-        for j in range(row.shape[0]):
-            o[j] = o[j] / s
+def _softmax_block(x, out, log):
+    for i in range(x.shape[0]):
+        m = x[i, 0]
+        for j in range(1, x.shape[1]):
+            m = max(m, x[i, j])  # a NaN may be skipped here: it still turns the sum, so the row, into NaN
+        s = typed(0.0, x)
+        if math.isfinite(m):
+            for j in range(x.shape[1]):
+                e = fexp(x[i, j] - m)
+                out[i, j] = e
+                s += e
+        else:  # the reference's shift of 0 and libm's exp: inf and NaN propagate as in NumPy
+            m = typed(0.0, x)
+            for j in range(x.shape[1]):
+                e = math.exp(x[i, j])
+                out[i, j] = e
+                s += e
+        if log:
+            ls = math.log(s)
+            for j in range(x.shape[1]):
+                out[i, j] = (x[i, j] - m) - ls
+        else:
+            for j in range(x.shape[1]):
+                out[i, j] = out[i, j] / s
 
 
 @nb.njit(**JIT)
-def _softmax_grad_row(g, y, o, log):
-    s = typed(0.0, y)
-    if log:
-        for j in range(y.shape[0]):
-            s += g[j]
-        for j in range(y.shape[0]):
-            o[j] = g[j] - fexp(y[j]) * s
-    else:
-        for j in range(y.shape[0]):
-            s += g[j] * y[j]
-        for j in range(y.shape[0]):
-            o[j] = g[j] * y[j] - y[j] * s
+def _softmax_grad_block(g, y, out, log):
+    for i in range(y.shape[0]):
+        s = typed(0.0, y)
+        if log:
+            for j in range(y.shape[1]):
+                s += g[i, j]
+            for j in range(y.shape[1]):
+                out[i, j] = g[i, j] - fexp(y[i, j]) * s
+        else:
+            for j in range(y.shape[1]):
+                s += g[i, j] * y[i, j]
+            for j in range(y.shape[1]):
+                out[i, j] = g[i, j] * y[i, j] - y[i, j] * s
 
 
 @nb.njit(**JIT)
 def _softmax_k(first, step, n_tasks, x, out, log):
     for t in range(first, n_tasks, step):
         lo, hi = _span(t, n_tasks, x.shape[0])
-        for i in range(lo, hi):
-            _softmax_row(x[i], out[i], log)
+        _softmax_block(x[lo:hi], out[lo:hi], log)
 
 
 @nb.njit(**JIT)
 def _softmax_grad_k(first, step, n_tasks, g, y, out, log):
     for t in range(first, n_tasks, step):
         lo, hi = _span(t, n_tasks, y.shape[0])
-        for i in range(lo, hi):
-            _softmax_grad_row(g[i], y[i], out[i], log)
+        _softmax_grad_block(g[lo:hi], y[lo:hi], out[lo:hi], log)
 
 
 def softmax(x, log=False):
     """softmax (log=False) or log_softmax (log=True) of x along its last axis."""
     n = x.shape[-1]
     out = np.empty_like(x)
-    _run(_softmax_k, _tasks(x.size, x.size // n), "softmax", _rows(x, n), _rows(out, n), log)
+    _run(_softmax_k, _tasks(x.size, x.size // n, EXP), "softmax", _rows(x, n), _rows(out, n), log)
     return out
 
 
@@ -202,80 +206,81 @@ def softmax_grad(g, y, log=False):
     """The VJP of softmax (log_softmax when log) along the last axis, from its output y."""
     n = y.shape[-1]
     out = np.empty_like(y)
-    _run(_softmax_grad_k, _tasks(y.size, y.size // n), "softmax", _rows(g, n), _rows(y, n), _rows(out, n),
-         log)
+    _run(_softmax_grad_k, _tasks(y.size, y.size // n, EXP if log else 1), "softmax", _rows(g, n),
+         _rows(y, n), _rows(out, n), log)
     return out
 
 
 # ----------------------------------------------------------------------------- layer norm
-@nb.njit(**JIT)
-def _row_stats(row, eps):
-    """(mu, r): the row's mean and 1 / sqrt(biased variance + eps), two passes as the reference."""
-    nf = typed(row.shape[0], row)
-    s = typed(0.0, row)
-    for j in range(row.shape[0]):
-        s += row[j]
+@nb.njit(inline="always", **JIT)
+def _row_stats(x, i, eps):
+    """(mu, r) of row i: its mean and 1 / sqrt(biased variance + eps), two passes as the reference."""
+    nf = typed(x.shape[1], x)
+    s = typed(0.0, x)
+    for j in range(x.shape[1]):
+        s += x[i, j]
     mu = s / nf
-    v = typed(0.0, row)
-    for j in range(row.shape[0]):
-        c = row[j] - mu
+    v = typed(0.0, x)
+    for j in range(x.shape[1]):
+        c = x[i, j] - mu
         v += c * c
-    return mu, typed(1.0, row) / np.sqrt(v / nf + eps)
+    return mu, typed(1.0, x) / np.sqrt(v / nf + eps)
 
 
 @nb.njit(**JIT)
-def _layer_norm_row(row, w, b, o, eps):
-    mu, r = _row_stats(row, eps)
-    if w.shape[0] > 0:
-        for j in range(row.shape[0]):
-            o[j] = (row[j] - mu) * r * w[j] + b[j]
-    else:
-        for j in range(row.shape[0]):
-            o[j] = (row[j] - mu) * r
+def _layer_norm_block(x, w, b, out, eps):
+    for i in range(x.shape[0]):
+        mu, r = _row_stats(x, i, eps)
+        if w.shape[0] > 0:
+            for j in range(x.shape[1]):
+                out[i, j] = (x[i, j] - mu) * r * w[j] + b[j]
+        else:
+            for j in range(x.shape[1]):
+                out[i, j] = (x[i, j] - mu) * r
 
 
 @nb.njit(**JIT)
-def _layer_norm_grad_x_row(row, g, w, o, eps):
-    mu, r = _row_stats(row, eps)
-    if w.shape[0] > 0:
-        for j in range(row.shape[0]):
-            o[j] = g[j] * w[j]  # h = g w, kept in o until the last pass
-    else:
-        for j in range(row.shape[0]):
-            o[j] = g[j]
-    s1 = typed(0.0, row)
-    s2 = typed(0.0, row)
-    for j in range(row.shape[0]):
-        s1 += o[j]
-        s2 += o[j] * ((row[j] - mu) * r)
-    nf = typed(row.shape[0], row)
-    m1, m2 = s1 / nf, s2 / nf
-    for j in range(row.shape[0]):
-        o[j] = r * (o[j] - m1 - ((row[j] - mu) * r) * m2)
+def _layer_norm_grad_x_block(x, g, w, out, eps):
+    nf = typed(x.shape[1], x)
+    for i in range(x.shape[0]):
+        mu, r = _row_stats(x, i, eps)
+        if w.shape[0] > 0:
+            for j in range(x.shape[1]):
+                out[i, j] = g[i, j] * w[j]  # h = g w, kept in out until the last pass
+        else:
+            for j in range(x.shape[1]):
+                out[i, j] = g[i, j]
+        s1 = typed(0.0, x)
+        s2 = typed(0.0, x)
+        for j in range(x.shape[1]):
+            s1 += out[i, j]
+            s2 += out[i, j] * ((x[i, j] - mu) * r)
+        m1, m2 = s1 / nf, s2 / nf
+        for j in range(x.shape[1]):
+            out[i, j] = r * (out[i, j] - m1 - ((x[i, j] - mu) * r) * m2)
 
 
 @nb.njit(**JIT)
-def _add_normalised_row(acc, g, row, eps):
-    """acc += g * normalised(row)."""
-    mu, r = _row_stats(row, eps)
-    for j in range(g.shape[0]):
-        acc[j] += g[j] * ((row[j] - mu) * r)
+def _layer_norm_grad_w_block(acc, g, x, eps):
+    """acc += sum over the rows of g * normalised(x)."""
+    for i in range(x.shape[0]):
+        mu, r = _row_stats(x, i, eps)
+        for j in range(x.shape[1]):
+            acc[j] += g[i, j] * ((x[i, j] - mu) * r)
 
 
 @nb.njit(**JIT)
 def _layer_norm_k(first, step, n_tasks, x, w, b, out, eps):
     for t in range(first, n_tasks, step):
         lo, hi = _span(t, n_tasks, x.shape[0])
-        for i in range(lo, hi):
-            _layer_norm_row(x[i], w, b, out[i], eps)
+        _layer_norm_block(x[lo:hi], w, b, out[lo:hi], eps)
 
 
 @nb.njit(**JIT)
 def _layer_norm_grad_x_k(first, step, n_tasks, x, g, w, out, eps):
     for t in range(first, n_tasks, step):
         lo, hi = _span(t, n_tasks, x.shape[0])
-        for i in range(lo, hi):
-            _layer_norm_grad_x_row(x[i], g[i], w, out[i], eps)
+        _layer_norm_grad_x_block(x[lo:hi], g[lo:hi], w, out[lo:hi], eps)
 
 
 @nb.njit(**JIT)
@@ -283,8 +288,7 @@ def _layer_norm_grad_w_k(first, step, n_tasks, part, g, x, eps):
     """part[t] = sum over task t's rows of g * normalised(x)."""
     for t in range(first, n_tasks, step):
         lo, hi = _span(t, n_tasks, g.shape[0])
-        for i in range(lo, hi):
-            _add_normalised_row(part[t], g[i], x[i], eps)
+        _layer_norm_grad_w_block(part[t], g[lo:hi], x[lo:hi], eps)
 
 
 def _none(x):
