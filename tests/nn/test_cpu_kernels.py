@@ -233,6 +233,17 @@ def test_switch_off_by_environment_variable():
         assert out.stdout.strip() == want
 
 
+def test_without_numba_the_numpy_passes_run(monkeypatch):
+    x = np.random.default_rng(6).standard_normal((64, 128))
+    want = numpy_path(F.softmax, x)
+    monkeypatch.setattr(_fast, "_module", [])
+    monkeypatch.delitem(sys.modules, K.__name__)     # as if the kernels had never been imported
+    monkeypatch.delattr(F, "_cpu_kernels")
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+    np.testing.assert_array_equal(F.softmax(x), want)
+    assert _fast.kernels(x) is None
+
+
 def test_switch_off_at_run_time():
     x = np.random.default_rng(3).standard_normal((4, 50))
     with kernels_on() as calls:

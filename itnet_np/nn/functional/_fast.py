@@ -34,6 +34,9 @@ def kernels(*arrays):
         if type(a) is not np.ndarray or a.dtype != first.dtype or not a.flags.c_contiguous:
             return None
     if not _module:
-        from . import _cpu_kernels
+        try:
+            from . import _cpu_kernels
+        except ImportError:  # Numba missing or broken: the NumPy passes do the work
+            return None
         _module.append(_cpu_kernels)
     return _module[0]
