@@ -14,7 +14,7 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from itnet_np.transform.fused import _notice
+from itnet_np import _numba as _notice
 
 LINE = "itnet-np: compiling fused kernels"
 

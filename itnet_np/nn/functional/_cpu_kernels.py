@@ -20,7 +20,7 @@ Rows: x of shape (..., n) is read as (R, n), R = x.size // n.
     layer_norm_grad_x  r (h_j - mean(h) - xhat_j mean(h xhat)),  h = g w      normalization._normalize_vjp
     layer_norm_grad_w  sum over rows of g xhat                                   (columns)
 
-exp is ``fexp`` (transform/fused/_tiles.py): at most 1 ulp from libm in the normal range, results
+exp is ``fexp`` (itnet_np/_numba.py): at most 1 ulp from libm in the normal range, results
 below the smallest normal flushed to 0; a softmax row whose max is not finite (+inf, -inf, NaN) goes
 through libm's exp with the reference's shift of 0, so NaN and inf propagate exactly as in NumPy.
 """
@@ -31,8 +31,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ...transform.fused._notice import announce
-from ...transform.fused._tiles import JIT, fexp, run_tasks
+from ..._numba import JIT, announce, fexp, run_tasks
 
 _A = 2.0 * math.sqrt(2.0 / math.pi)  # z = x (A + B x^2) = 2u, u the tanh-GELU argument
 _B = _A * 0.044715
@@ -71,7 +70,7 @@ def _tasks(size, rows, cost=1):
 
 def _run(kernel, tasks, family, *args):
     """``kernel(first, step, tasks, *args)``: on the pool, or directly on this thread for one task
-    (run_tasks would also hold the BLAS at one thread: 20 µs for nothing)."""
+    (no pool hand-off for a single task)."""
     if tasks == 1:
         announce(family, kernel, (0, 1, 1) + args)
         kernel(0, 1, 1, *args)

@@ -29,6 +29,7 @@ query chunk); each chunk owns dq rows and a private dk/dv copy summed at the end
 import numba as nb
 import numpy as np
 
+from ..._numba import run_tasks
 from ...errors import ConfigError, ShapeError
 from ._tiles import (
     JIT,
@@ -42,7 +43,6 @@ from ._tiles import (
     fexp,
     pad_rows,
     ranges_of,
-    run_tasks,
     tile_band,
     unbroadcast,
     window_of,
@@ -321,7 +321,7 @@ def attention_forward(q, k, v, scale, causal=False, mask=None, bias=None, alibi_
     stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, q.dtype)
     if N and k.shape[2]:
         run_tasks(_forward, B * H * (qp.shape[2] // BQ), _tiles_t(qp), kp, vp, cfg, sup, out, stats,
-                  family="attention forward")
+                  family="attention forward", blas=True)
     return out, stats
 
 
@@ -357,7 +357,7 @@ def attention_backward(q, k, v, out, stats, dout, scale, causal=False, mask=None
         dop = pad_rows(dout, 2, BQ)
         run_tasks(_backward, B * H * chunks, qp, _tiles_t(qp), kp, vp, dop, _tiles_t(dop),
                   pad_rows(dd, 2, BQ), pad_rows(stats, 2, BQ), chunks, cfg, sup, dq, dk, dv, dbias,
-                  want_dbias, dslope, family="attention backward")
+                  want_dbias, dslope, family="attention backward", blas=True)
     dq = np.ascontiguousarray(dq[:, :, :N])
     dk = np.ascontiguousarray(dk.sum(0)[:, :, :M])
     dv = np.ascontiguousarray(dv.sum(0)[:, :, :M])

@@ -38,6 +38,7 @@ import math
 import numba as nb
 import numpy as np
 
+from ..._numba import run_tasks
 from ...errors import ConfigError, ShapeError
 from ._tiles import (
     ACTIVATIONS,
@@ -53,7 +54,6 @@ from ._tiles import (
     fexp,
     pad_rows,
     ranges_of,
-    run_tasks,
     scale_by_activation_grad,
     tile_band,
     window_of,
@@ -335,7 +335,7 @@ def mlp_forward(a, b, x, y, W, W2, b2, v, w, act="gelu_tanh", causal=False, mask
     stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, ap.dtype)
     if N and M:
         run_tasks(_forward, B * (ap.shape[1] // TQ), ap, bp, xp, yp, WT, W2, b2, vp, wp, cfg, mask4,
-                  out, stats, family="mlp forward")
+                  out, stats, family="mlp forward", blas=True)
     return out, stats
 
 
@@ -365,7 +365,7 @@ def mlp_backward(a, b, x, y, W, W2, b2, v, w, out, stats, dout, act="gelu_tanh",
         dd = np.zeros((B, H, N), dt) if cfg[5] == 2 else np.einsum("bhnc,bhnc->bhn", dout, out)
         run_tasks(_backward, tasks, ap, bp, xp, yp, W, WT, W2, b2, vp, wp, pad_rows(dout, 2, TQ),
                   pad_rows(dd, 2, TQ), pad_rows(stats, 2, TQ), chunks, cfg, mask4,
-                  (da, dx, db, dy, dv, dw, dW, dW2, db2), family="mlp backward")
+                  (da, dx, db, dy, dv, dw, dW, dW2, db2), family="mlp backward", blas=True)
     return {"a": da[:, :N].copy(), "b": db.sum(0)[:, :M].copy(), "x": dx[:, :N].copy(),
             "y": dy.sum(0)[:, :M].copy(), "W": dW.sum(0), "W2": dW2.sum(0), "b2": db2.sum(0),
             "v": dv.sum(0)[:, :, :M].copy(), "w": dw.sum(0)[:, :, :M].reshape(wshape).copy()}

@@ -25,6 +25,7 @@ position difference; the scan steps by index).
 """
 import numpy as np
 
+from ..._numba import announce
 from ...autograd import ops
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
@@ -32,7 +33,6 @@ from ...errors import ConfigError
 from ..kernels.decay import DecayKernel
 from ..kernels.selective import SelectiveKernel
 from ..positions import GRID_TOL
-from ._notice import announce
 from .scan_numba import decay_backward, decay_forward, selective_backward, selective_forward
 
 __all__ = ["decay_scan", "plan_scan", "run_scan", "selective_scan"]

@@ -17,8 +17,8 @@ float32 and float64 (table, w, v, g share one dtype); every loop runs in that dt
 import numba as nb
 import numpy as np
 
+from ..._numba import announce
 from ...errors import DTypeError, ShapeError
-from ._notice import announce
 
 __all__ = ["stencil_backward", "stencil_forward"]
 
