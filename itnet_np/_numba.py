@@ -120,6 +120,18 @@ def _fexp_impl(x):
 
 
 
+def typed(value, like):
+    """``value`` in the dtype of the array ``like``; compiled, a constant of that float type (a Python
+    float literal would turn float32 arithmetic into float64, and so would ``x if c else 0``)."""
+    return like.dtype.type(value)
+
+
+@overload(typed, jit_options={"fastmath": FASTMATH})
+def _typed(value, like):
+    cast = np.float32 if like.dtype == types.float32 else np.float64
+    return lambda value, like: cast(value)
+
+
 # ----------------------------------------------------------------------------- compile notice
 
 _checked = set()

@@ -28,24 +28,11 @@ import math
 
 import numba as nb
 import numpy as np
-from numba import types
-from numba.extending import overload
 
-from ..._numba import JIT, announce, fexp, run_tasks
+from ..._numba import JIT, announce, fexp, run_tasks, typed
 
 _A = 2.0 * math.sqrt(2.0 / math.pi)  # z = x (A + B x^2) = 2u, u the tanh-GELU argument
 _B = _A * 0.044715
-
-
-def typed(value, like):
-    """``value`` in the dtype of the array ``like`` (compiled: a constant of that float type)."""
-    return like.dtype.type(value)
-
-
-@overload(typed, jit_options={"fastmath": JIT["fastmath"]})
-def _typed(value, like):
-    cast = np.float32 if like.dtype == types.float32 else np.float64
-    return lambda value, like: cast(value)
 
 
 @nb.njit(inline="always", **JIT)
