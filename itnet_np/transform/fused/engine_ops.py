@@ -4,6 +4,9 @@
         = attention_forward(...)[0]                                   (B, H, N, dv)
     fused_mlp(a, b, x, y, W, W2, b2, v, w; act, causal, window, mask, normalization)
         = mlp_forward(...)[0]                                         (B, H, N, dv)
+    neighbour_attention(q, k, v; scale, lists, normalization), neighbour_mlp(a, ..., w; act, lists,
+    normalization): the same over CSR neighbour lists (pair_lists.PairLists; the transposed lists
+    are built once per backward)
 
 (formulas in attention_numba.py and mlp_numba.py). Every array argument may be a Tensor; the node
 records them all, so the engine routes gradients to whatever produced q, k, v (a kernel's
@@ -24,11 +27,16 @@ higher-order gradients).
 from ...autograd.primitive import primitive
 from .attention_numba import attention_backward, attention_forward
 from .mlp_numba import mlp_backward, mlp_forward
+from .neighbour_attention_numba import neighbour_attention_backward, neighbour_attention_forward
+from .neighbour_mlp_numba import neighbour_mlp_backward, neighbour_mlp_forward
 
-__all__ = ["ATTENTION_OP", "MLP_OP", "fused_attention", "fused_mlp"]
+__all__ = ["ATTENTION_OP", "MLP_OP", "NEIGHBOUR_ATTENTION_OP", "NEIGHBOUR_MLP_OP", "fused_attention", "fused_mlp",
+           "neighbour_attention", "neighbour_mlp"]
 
 ATTENTION_OP = "fused_attention"
 MLP_OP = "fused_mlp"
+NEIGHBOUR_ATTENTION_OP = "neighbour_attention"
+NEIGHBOUR_MLP_OP = "neighbour_mlp"
 
 
 # ----------------------------------------------------------------------------------- attention
@@ -93,3 +101,44 @@ def fused_mlp(a, b, x, y, W, W2, b2, v, w, *, act, causal=False, window=None, ma
     """
     return _mlp(a, b, x, y, W, W2, b2, v, w, act=act, causal=bool(causal), window=window, mask=mask,
                 normalization=normalization, ranges=ranges)
+
+
+# ------------------------------------------------------------------------- over neighbour lists
+
+def _neighbour_attention_forward(q, k, v, *, scale, lists, normalization):
+    return neighbour_attention_forward(q, k, v, scale, lists, normalization)  # (out, stats)
+
+
+def _neighbour_attention_vjp(g, out, needs, q, k, v, *, scale, lists, normalization, residuals):
+    return neighbour_attention_backward(q, k, v, out, residuals, g, scale, lists, normalization)
+
+
+_neighbour_attention = primitive(_neighbour_attention_forward, NEIGHBOUR_ATTENTION_OP, save_output=True,
+                                 saves_residuals=True, twice_differentiable=False
+                                 ).defvjp_all(_neighbour_attention_vjp)
+
+
+def neighbour_attention(q, k, v, *, scale, lists, normalization="softmax"):
+    """One engine node: attention of q (B, H, N, d) over k (B, H, M, d), v (B, H, M, dv) restricted
+    to the listed pairs ``lists`` (pair_lists.PairLists, indptr (1|B, 1|H, N + 1))."""
+    return _neighbour_attention(q, k, v, scale=scale, lists=lists, normalization=normalization)
+
+
+def _neighbour_mlp_forward(a, b, x, y, W, W2, b2, v, w, *, act, lists, normalization):
+    return neighbour_mlp_forward(a, b, x, y, W, W2, b2, v, w, lists, act=act, normalization=normalization)
+
+
+def _neighbour_mlp_vjp(g, out, needs, a, b, x, y, W, W2, b2, v, w, *, act, lists, normalization, residuals):
+    grads = neighbour_mlp_backward(a, b, x, y, W, W2, b2, v, w, out, residuals, g, lists, act=act,
+                                   normalization=normalization)
+    return tuple(grads[name] for name in _MLP_NAMES)
+
+
+_neighbour_mlp = primitive(_neighbour_mlp_forward, NEIGHBOUR_MLP_OP, save_output=True, saves_residuals=True,
+                           twice_differentiable=False).defvjp_all(_neighbour_mlp_vjp)
+
+
+def neighbour_mlp(a, b, x, y, W, W2, b2, v, w, *, act, lists, normalization="softmax"):
+    """One engine node: the fused MLP-kernel transform (shapes as fused_mlp) over the listed pairs
+    ``lists`` (pair_lists.PairLists, indptr (1|B, 1, N + 1): one list for every head)."""
+    return _neighbour_mlp(a, b, x, y, W, W2, b2, v, w, act=act, lists=lists, normalization=normalization)

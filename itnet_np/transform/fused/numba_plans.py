@@ -25,13 +25,20 @@ Support: the operator hands a support.SupportPlan (built once per call, O(N + M)
 reads the index band (causal j <= i, window |i - j| <= w) off it, which the raw kernels use to skip
 whole tiles, so causal, window and 1-D radius supports on the integer grid form nothing of size N x M;
 other 1-D band supports (strictly causal, shifted grids, sorted off-grid positions) go as per-row
-source ranges (``SupportPlan.row_ranges``). A user's explicit mask goes on as given (``band_of``
-tightens the band to it); only D > 1 local supports, unsorted or per-batch positions fall back to
-the plan's dense mask.
+source ranges (``SupportPlan.row_ranges``). A radius support that is neither (D > 1, unsorted 1-D
+positions, positions per batch item) goes as CSR neighbour lists (``SupportPlan.neighbours``: a k-d
+tree, built once per call, O(N k)) to the neighbour-list kernels (neighbour_attention_numba.py,
+neighbour_mlp_numba.py), with the user's mask and softmax's w_j = 0 exclusions read at the listed
+pairs only (pair_lists.pair_lists); so neither 'numba' nor 'auto' forms N x M for a radius support.
+A user's explicit mask goes on as given (``band_of`` tightens the band to it): a user mask that is
+not a band is then the only dense mask on a fused path, besides non-radius supports that have
+neither a band nor row ranges (a window with D > 1, causal on unsorted or per-batch positions),
+which still fall back to the plan's dense mask.
 
 Declined (a Decline with the reason; 'auto' uses dense, an explicit backend='numba' raises
 ConfigError): arrays that are not NumPy (CuPy), a score_bias or a per-head mask for kernels other
-than DotProductKernel (fused_attention takes both: SDPA's float and per-head masks), LowRankKernel and
+than DotProductKernel (fused_attention takes both: SDPA's float and per-head masks), a score_bias or
+ALiBi with neighbour lists, LowRankKernel and
 SumKernel, softmax for stencil and scan kernels, T5 / learned relative biases (an N x M table whose
 gradient needs an N x M buffer), activations the raw MLP kernel lacks, ALiBi on positions that are
 not the index grid, softmax weights with scale = 0. Accepted plans carry ``pays``: N M against the
@@ -50,7 +57,8 @@ from ..normalization import ratio_or_zero
 from ..planner import Decline, Plan
 from ..positions import GRID_TOL
 from ._tiles import ACTIVATIONS
-from .engine_ops import fused_attention, fused_mlp
+from .engine_ops import fused_attention, fused_mlp, neighbour_attention, neighbour_mlp
+from .pair_lists import pair_lists
 from .scan_plan import plan_scan
 from .stencil_plan import plan_stencil
 
@@ -123,6 +131,15 @@ def support_args(support):
     return causal, window, mask, ranges
 
 
+def neighbour_lists(support):
+    """The support's radius neighbour lists (neighbours.Neighbours, SupportPlan.neighbours: built once
+    per plan) when neither the index band nor the row ranges describe it (D > 1, unsorted 1-D or
+    per-batch positions); None otherwise (or without a radius)."""
+    if support.index_band() is not None or support.row_ranges() is not None:
+        return None
+    return support.neighbours()
+
+
 def plan(call):
     """The 'numba' backend (planner.py contract): a Plan running one fused engine op, or a Decline."""
     kernel = call.kernel
@@ -157,6 +174,9 @@ def _plan_dot(call):
                              "gradient needs an N x M buffer)")
     if bias is not None and not _common_grid(call.support):
         return Decline(NAME, "ALiBi on positions other than the index grid p_i = i + c")
+    if (bias is not None or call.score_bias is not None) and neighbour_lists(call.support) is not None:
+        return Decline(NAME, "a score_bias or ALiBi with a radius support as neighbour lists (the "
+                             "neighbour-list kernel takes scores only)")
     if call.weights is not None and norm == "softmax" and kernel.scale == 0:
         return Decline(NAME, "softmax quadrature weights with scale = 0")
     return _tiled(call, "dot", "fused attention tiles (FlashAttention-2)")
@@ -164,8 +184,12 @@ def _plan_dot(call):
 
 def describe_support(support):
     """The support as the raw kernels will see it, in words."""
-    band = support.index_band()
-    if band is None and support.row_ranges() is not None:
+    band, lists = support.index_band(), neighbour_lists(support)
+    if lists is not None:
+        n = max(support.n, 1) * lists.batch
+        text = (f"radius neighbour lists (CSR from a k-d tree: {lists.indices.size} pairs, "
+                f"{lists.indices.size / n:.1f} per query)")
+    elif band is None and support.row_ranges() is not None:
         text = "per-row source ranges [lo_i, hi_i) of the support"
     elif band is None:
         text = "the support as a dense mask (neither an index band nor row ranges here)"
@@ -186,17 +210,24 @@ def pays_from(family, pairs, itemsize):
 def _tiled(call, family, what):
     pays, why_not = pays_from(family, call.pairs, call.dtype.itemsize)
     run = _dot if family == "dot" else _mlp
+    lists = neighbour_lists(call.support)
+    if lists is not None:
+        what = what.split(" tiles")[0]               # "fused attention" / "fused MLP-kernel"
+        mask = call.support.mask                       # (1|B, N, M) -> (1|B, 1, N, M); per head as given
+        mask = mask[:, None] if mask is not None and mask.ndim == 3 else mask
+        return Plan(NAME, lambda: run(call, False, None, mask, None, lists),
+                    f"{what} over {describe_support(call.support)}", pays, why_not)
     return Plan(NAME, lambda: run(call, *support_args(call.support)),
                 f"{what} over {describe_support(call.support)}", pays, why_not)
 
 
-def _dot(call, causal, window, mask, ranges):
+def _dot(call, causal, window, mask, ranges, lists=None):
     kernel, proj, values, weights, normalization = (call.kernel, call.proj, call.values, call.weights,
                                                     call.normalization)
     q = ops.transpose(proj.query["q"], (0, 2, 1, 3))
     k = ops.transpose(proj.source["k"], (0, 2, 1, 3))
     slopes = None if kernel.position_bias is None else kernel.position_bias.slopes
-    v, scale, mode = values, kernel.scale, normalization
+    v, scale, mode, excluded = values, kernel.scale, normalization, None
     if weights is not None:
         w4 = ops.reshape(weights, tuple(weights.shape) + (1,))          # (B|1, H|1, M, 1)
         if normalization == "none":
@@ -213,15 +244,22 @@ def _dot(call, causal, window, mask, ranges):
             q = ops.concatenate([q, np.ones(tuple(q.shape[:3]) + (1,), raw(q).dtype)], axis=-1)
             if not present.all():
                 keep = present[:, :, None, :]                           # (B|1, H|1, 1, M)
-                mask = keep if mask is None else mask & keep
-    out = fused_attention(q, k, v, scale=scale, bias=call.score_bias, alibi_slopes=slopes, causal=causal,
-                          window=window, mask=mask, normalization=mode, ranges=ranges)
+                if lists is not None:                                  # read at the listed pairs
+                    excluded = keep
+                else:
+                    mask = keep if mask is None else mask & keep
+    if lists is not None:
+        out = neighbour_attention(q, k, v, scale=scale, lists=pair_lists(lists, mask, excluded),
+                                  normalization=mode)
+    else:
+        out = fused_attention(q, k, v, scale=scale, bias=call.score_bias, alibi_slopes=slopes, causal=causal,
+                              window=window, mask=mask, normalization=mode, ranges=ranges)
     if mode != normalization:                       # 'sum' with weights: numerator / denominator
         out = ratio_or_zero(out[..., :-1], out[..., -1:])
     return out
 
 
-def _mlp(call, causal, window, mask, ranges):
+def _mlp(call, causal, window, mask, ranges, lists=None):
     kernel, proj, values, weights, normalization = (call.kernel, call.proj, call.values, call.weights,
                                                     call.normalization)
     a, b, x, y, W, W2, b2, act = kernel.factors(proj)
@@ -234,6 +272,9 @@ def _mlp(call, causal, window, mask, ranges):
         per_head = weights.shape[1] > 1
         w = ops.broadcast_to(weights, (B, H, M)) if per_head else \
             ops.broadcast_to(ops.reshape(weights, (weights.shape[0], M)), (B, M))
+    if lists is not None:
+        return neighbour_mlp(a, b, x, y, W, W2, b2, values, w, act=act, lists=pair_lists(lists, mask),
+                             normalization=normalization)
     return fused_mlp(a, b, x, y, W, W2, b2, values, w, act=act, causal=causal, window=window, mask=mask,
                      normalization=normalization, ranges=ranges)
 

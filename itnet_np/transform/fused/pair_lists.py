@@ -73,16 +73,18 @@ class PairLists(NamedTuple):
             raise ShapeError(f"{op}: list indices must lie in [0, {m})")
 
 
-def pair_lists(neighbours, mask=None):
+def pair_lists(neighbours, *masks):
     """:class:`PairLists` from ``neighbours.Neighbours`` (indptr (B', N + 1), global offsets), with
-    ``mask`` (raw bool, broadcastable to (B, H, N, M) with each dim 1 or full, e.g. (1|B, 1|H, 1, M))
-    ANDed in at the listed pairs only, O(H nnz)."""
+    each given mask (raw bool, broadcastable to (B, H, N, M) with each dim 1 or full, e.g. the user's
+    (1|B, N, M) or (1|B, H, N, M), softmax's (B|1, H|1, 1, M) w_j != 0; None = keep) ANDed in at the
+    listed pairs only: O(Hc nnz), no N x M array."""
     indptr, indices, m = neighbours
     n = indptr.shape[1] - 1
-    if mask is None:
+    masks = [np.asarray(x).reshape((1,) * (4 - np.ndim(x)) + np.shape(x)) for x in masks if x is not None]
+    if not masks:
         return PairLists(np.ascontiguousarray(indptr[:, None]), indices, n, m)
-    mask = np.asarray(mask).reshape((1,) * (4 - np.ndim(mask)) + np.shape(mask))
-    bc, hc = max(indptr.shape[0], mask.shape[0]), mask.shape[1]
+    bc = max([indptr.shape[0]] + [x.shape[0] for x in masks])
+    hc = max(x.shape[1] for x in masks)
     out_ptr = np.zeros((bc, hc, n + 1), np.int64)
     chunks, total = [], 0
     for b in range(bc):
@@ -90,9 +92,10 @@ def pair_lists(neighbours, mask=None):
         cols = indices[ptr[0]:ptr[-1]]
         rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))
         for h in range(hc):
-            plane = mask[min(b, mask.shape[0] - 1), h]
-            keep = plane[rows if plane.shape[0] > 1 else 0, cols if plane.shape[1] > 1 else 0]
-            keep = np.broadcast_to(keep, cols.shape)
+            keep = np.ones(cols.shape, bool)
+            for x in masks:
+                plane = x[min(b, x.shape[0] - 1), min(h, x.shape[1] - 1)]
+                keep &= plane[rows if plane.shape[0] > 1 else 0, cols if plane.shape[1] > 1 else 0]
             out_ptr[b, h, 0] = total
             out_ptr[b, h, 1:] = total + np.cumsum(np.bincount(rows[keep], minlength=n))
             total = int(out_ptr[b, h, -1])
