@@ -35,8 +35,9 @@ from .support import as_support, check_mask
 class IntegralTransform(Module):
     """``IntegralTransform(in_features, out_features, kernel, *, query_features=None, embed_dim=None,
     normalization='none', quadrature='uniform', learned_weights_per_head=False, support='full',
-    window=None, radius=None, skip=False, bias=True, value_bias=False, backend='dense', rng=None,
-    dtype=None)``.
+    window=None, radius=None, skip=False, bias=True, value_bias=False, backend='dense',
+    integration='exact', rng=None, dtype=None)``; integration: 'exact' or montecarlo.MonteCarlo(...)
+    (sampled in training mode, exact in eval mode: see ``integration``).
 
     in_features: Cs, source feature width; query_features: Cq (default Cs; must equal Cs for self
     mode). embed_dim: H d, the total value width (default out_features), divisible by kernel.heads.
@@ -47,7 +48,7 @@ class IntegralTransform(Module):
     def __init__(self, in_features, out_features, kernel, *, query_features=None, embed_dim=None,
                  normalization="none", quadrature="uniform", learned_weights_per_head=False,
                  support="full", window=None, radius=None, skip=False, bias=True, value_bias=False,
-                 backend="dense", rng=None, dtype=None):
+                 backend="dense", integration="exact", rng=None, dtype=None):
         super().__init__()
         name = "IntegralTransform"
         if not isinstance(kernel, Kernel):
@@ -75,6 +76,7 @@ class IntegralTransform(Module):
                                   (("skip", skip), ("bias", bias), ("value_bias", value_bias)))
         self.support = as_support(support, window, radius)
         self.backend = backend
+        self.integration = integration
         self.kernel = kernel
         E, Cs, Cq, Co = self.embed_dim, self.in_features, self.query_features, self.out_features
         self.W_V = new_parameter((E, Cs), rng, dtype, fan_in=Cs)
@@ -94,6 +96,28 @@ class IntegralTransform(Module):
     @backend.setter
     def backend(self, name):
         self._backend = planner.check_backend(name)
+
+    @property
+    def integration(self):
+        """How the integral is evaluated: 'exact' or a montecarlo.MonteCarlo. Rule: a MonteCarlo layer
+        samples in training mode and is exact in eval mode (``layer.eval()``); every sampled forward
+        takes the next value of a call counter, so (seed, counter, tile) fixes its draws."""
+        return self._integration
+
+    @integration.setter
+    def integration(self, value):
+        from .montecarlo.config import check_integration
+        self._integration = check_integration(value)
+        self._sampled_calls = 0
+
+    def _sampling(self, advance):
+        """The call's montecarlo.Sampling, or None when this forward is exact (see ``integration``)."""
+        if self._integration == "exact" or not self.training:
+            return None
+        from .montecarlo.config import Sampling
+        sampling = Sampling(self._integration, self._sampled_calls)
+        self._sampled_calls += bool(advance)
+        return sampling
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, heads={self.heads}, "
@@ -151,13 +175,13 @@ class IntegralTransform(Module):
 
     def _call(self, x, positions, source, source_positions, weights, mask, score_bias, values=True):
         """The planner.TransformCall of one evaluation (None when there are no sources; without the
-        values when ``values`` is False)."""
+        values when ``values`` is False; ``values='run'``: a forward, which advances the sampling counter)."""
         src, proj, w, support, bias = self._prepare(x, positions, source, source_positions, weights, mask,
                                                     score_bias)
         if proj is None:
             return None
         return planner.TransformCall(self.kernel, proj, self.values(src.features) if values else None, w,
-                                     support, self.normalization, bias)
+                                     support, self.normalization, bias, self._sampling(advance=values == "run"))
 
     def values(self, source_features):
         """v (B, H, M, d) = W_V^h f_j (+ b_V^h)."""
@@ -203,7 +227,7 @@ class IntegralTransform(Module):
         ``explain``); the fused one declines them for kernels other than DotProductKernel. Under
         softmax the weights must be >= 0 (ConfigError). NaN in a kept pair's weight or score propagates.
         """
-        call = self._call(x, positions, source, source_positions, weights, mask, score_bias)
+        call = self._call(x, positions, source, source_positions, weights, mask, score_bias, values="run")
         B, N = x.shape[0], x.shape[1]
         if call is None:
             # No sources at all: the integral is 0. It is written as sums over empty arrays (x's

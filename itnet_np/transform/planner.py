@@ -12,6 +12,10 @@ with the reason when it declines; 'auto' takes the first non-dense backend whose
 pays, else 'dense', the reference, which accepts every call. :func:`explain` returns the same decision
 in words, with each backend's answer (``IntegralTransform.explain``).
 
+Sampling: a call whose ``integration`` is set (a montecarlo.Sampling: the layer asked for Monte
+Carlo integration and is in training mode) goes to the 'montecarlo' backend whatever the name;
+every other backend evaluates the integral exactly, and 'montecarlo' declines exact calls.
+
 Built-in backends are looked up by name, not registered by importing a module: 'numba' is
 ``fused.numba_plans.plan``, imported on first use (a ConfigError names the cause when numba cannot
 load). Others join with ``register_backend(name, plan)``.
@@ -39,6 +43,7 @@ class TransformCall:
     support: Any
     normalization: str
     score_bias: Any = None
+    integration: Any = None    # montecarlo.Sampling when the call asks to be sampled, else None (exact)
 
     @property
     def pairs(self):
@@ -103,7 +108,8 @@ def dense(call):
 # ------------------------------------------------------------------------------ the registry
 
 _BACKENDS = {"dense": dense}
-_BUILTIN = {"numba": "itnet_np.transform.fused.numba_plans"}   # name -> module whose plan() it is
+_BUILTIN = {"numba": "itnet_np.transform.fused.numba_plans",   # name -> module whose plan() it is
+            "montecarlo": "itnet_np.transform.montecarlo.plan"}
 _load_errors = {}
 
 
@@ -159,6 +165,8 @@ def answers(call):
 
 def plan(name, call):
     """The Plan that runs ``call`` under backend ``name`` (see the module docstring)."""
+    if call.integration is not None:          # a sampled call: only the Monte Carlo backend evaluates it
+        name = "montecarlo"
     if name == "auto":
         for other in available_backends():
             if other != "dense":
