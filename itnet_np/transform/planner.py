@@ -109,7 +109,8 @@ def dense(call):
 
 _BACKENDS = {"dense": dense}
 _BUILTIN = {"numba": "itnet_np.transform.fused.numba_plans",   # name -> module whose plan() it is
-            "montecarlo": "itnet_np.transform.montecarlo.plan"}
+            "montecarlo": "itnet_np.transform.montecarlo.plan",
+            "cuda": "itnet_np.gpu.plan"}
 _load_errors = {}
 
 

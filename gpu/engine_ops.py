@@ -1,0 +1,63 @@
+"""The GPU kernels as engine primitives: one graph node per call, the kernels' backward as its VJP.
+
+    cuda_attention(q, k, v, bias, slopes; scale, causal, window, mask, normalization, ranges)
+        = gpu.attention.attention_forward(...)[0]                         (B, H, N, dv)
+    cuda_mlp(a, b, x, y, W, W2, b2, v, w; act, causal, window, mask, normalization, ranges)
+        = gpu.mlp.mlp_forward(...)[0]                                     (B, H, N, dv)
+
+The same declaration as the CPU ops (itnet_np.transform.fused.engine_ops): the forward saves its
+output and returns the row statistic (B, H, N) as residuals (nothing N x M is kept); one VJP for all
+inputs; not twice differentiable (backward(create_graph=True) raises GraphError: use 'dense').
+"""
+from itnet_np.autograd.primitive import primitive
+
+from .attention import attention_backward, attention_forward
+from .mlp import mlp_backward, mlp_forward
+
+__all__ = ["cuda_attention", "cuda_mlp"]
+
+_MLP_NAMES = ("a", "b", "x", "y", "W", "W2", "b2", "v", "w")
+
+
+def _attention_forward(q, k, v, bias, slopes, *, scale, causal, window, mask, normalization, ranges):
+    return attention_forward(q, k, v, scale, causal=causal, mask=mask, bias=bias, alibi_slopes=slopes,
+                             window=window, normalization=normalization, ranges=ranges)
+
+
+def _attention_vjp(g, out, needs, q, k, v, bias, slopes, *, scale, causal, window, mask, normalization,
+                   ranges, residuals):
+    return attention_backward(q, k, v, out, residuals, g, scale, causal=causal, mask=mask, bias=bias,
+                              alibi_slopes=slopes, window=window, normalization=normalization,
+                              bias_grad=needs[3], ranges=ranges)
+
+
+def _mlp_forward(a, b, x, y, W, W2, b2, v, w, *, act, causal, window, mask, normalization, ranges):
+    return mlp_forward(a, b, x, y, W, W2, b2, v, w, act=act, causal=causal, mask=mask, window=window,
+                       normalization=normalization, ranges=ranges)
+
+
+def _mlp_vjp(g, out, needs, a, b, x, y, W, W2, b2, v, w, *, act, causal, window, mask, normalization, ranges,
+             residuals):
+    grads = mlp_backward(a, b, x, y, W, W2, b2, v, w, out, residuals, g, act=act, causal=causal, mask=mask,
+                         window=window, normalization=normalization, ranges=ranges)
+    return tuple(grads[name] for name in _MLP_NAMES)
+
+
+_attention = primitive(_attention_forward, "cuda_attention", save_output=True, saves_residuals=True,
+                       twice_differentiable=False).defvjp_all(_attention_vjp)
+_mlp = primitive(_mlp_forward, "cuda_mlp", save_output=True, saves_residuals=True,
+                 twice_differentiable=False).defvjp_all(_mlp_vjp)
+
+
+def cuda_attention(q, k, v, *, scale, bias=None, alibi_slopes=None, causal=False, window=None, mask=None,
+                   normalization="softmax", ranges=None):
+    """One engine node: the GPU fused attention (arguments as fused.engine_ops.fused_attention)."""
+    return _attention(q, k, v, bias, alibi_slopes, scale=scale, causal=bool(causal), window=window, mask=mask,
+                      normalization=normalization, ranges=ranges)
+
+
+def cuda_mlp(a, b, x, y, W, W2, b2, v, w, *, act, causal=False, window=None, mask=None, normalization="softmax",
+             ranges=None):
+    """One engine node: the GPU fused MLP-kernel transform (arguments as fused.engine_ops.fused_mlp)."""
+    return _mlp(a, b, x, y, W, W2, b2, v, w, act=act, causal=bool(causal), window=window, mask=mask,
+                normalization=normalization, ranges=ranges)

@@ -1,0 +1,142 @@
+"""The 'cuda' backend of IntegralTransform: ``plan(call)`` maps a planner.TransformCall on CuPy arrays
+onto one GPU engine op (engine_ops.py), or says why it cannot (a Decline).
+
+The mapping follows the CPU backend (itnet_np.transform.fused.numba_plans; read its docstring for the
+algebra): DotProductKernel -> cuda_attention (weights folded into v for 'none', appended as a column
+for 'sum', as a log-weight key column under softmax; ALiBi on the index grid; a score bias and
+per-head masks as the kernel's own inputs), MLPKernel -> cuda_mlp with kernel.factors(proj). The
+support goes as the index band (tiles skipped), else per-row source ranges, else the dense mask.
+
+Declined, in words: NumPy data (the CPU backends take those; 'auto' then picks 'numba' or 'dense'),
+no CUDA device or numba-cuda, and everything the GPU kernels do not cover yet: stencil and scan
+kernels (StencilKernel, DecayKernel, SelectiveKernel), LowRankKernel, SumKernel, T5 / learned
+position biases, activations outside _tiles.ACTIVATIONS, ALiBi off the grid, softmax weights with
+scale 0. Accepted plans always ``pay``: the dense/fused crossover on a device is not measured yet.
+
+Importing this module imports neither CuPy nor numba.cuda: both load when a plan runs.
+"""
+from itnet_np.autograd import ops
+from itnet_np.autograd.backend import xp_of
+from itnet_np.autograd.ops._util import raw
+from itnet_np.transform.kernels.dot import DotProductKernel
+from itnet_np.transform.kernels.mlp import MLPKernel
+from itnet_np.transform.normalization import ratio_or_zero
+from itnet_np.transform.planner import Decline, Plan
+from itnet_np.transform.positions import GRID_TOL
+
+NAME = "cuda"
+_ACTIVATIONS = ("relu", "gelu_tanh", "silu", "tanh")      # gpu/_cuda.device_functions
+
+
+def plan(call):
+    """The 'cuda' backend (planner.py contract): a Plan running one GPU engine op, or a Decline."""
+    if call.on_numpy:
+        return Decline(NAME, "the data are NumPy arrays; the 'cuda' backend needs CuPy arrays "
+                             "(move the model and inputs with .to('cuda'))")
+    reason = device_problem()
+    if reason:
+        return Decline(NAME, reason)
+    kernel = call.kernel
+    if isinstance(kernel, DotProductKernel):
+        return _plan_dot(call)
+    if call.score_bias is not None:
+        return Decline(NAME, "a score_bias for a kernel other than DotProductKernel")
+    if call.support.per_head:
+        return Decline(NAME, "a per-head mask for a kernel other than DotProductKernel")
+    if isinstance(kernel, MLPKernel):
+        if kernel.activation_name not in _ACTIVATIONS:
+            name = kernel.activation_name or "a callable"
+            return Decline(NAME, f"MLPKernel activation {name!r} (GPU kernel: {list(_ACTIVATIONS)})")
+        return _accepted(call, _mlp, "GPU MLP-kernel tiles (numba-CUDA)")
+    return Decline(NAME, f"{type(kernel).__name__} (GPU kernels so far: DotProductKernel, MLPKernel; "
+                         "stencil and scan kernels run on the CPU backend)")
+
+
+def device_problem():
+    """'' when numba.cuda can launch kernels here, else the reason (what to install) in words."""
+    from itnet_np.errors import ConfigError
+
+    from ._cuda import require_device
+    try:
+        require_device()
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
+def _plan_dot(call):
+    kernel = call.kernel
+    bias = kernel.position_bias
+    if bias is not None and bias.kind != "alibi":
+        return Decline(NAME, f"DotProductKernel with position_bias={bias.kind!r} (an N x M table)")
+    if bias is not None and not (call.support.shift is not None
+                                 and abs(call.support.shift[0] - call.support.shift[1]) <= GRID_TOL):
+        return Decline(NAME, "ALiBi on positions other than the index grid p_i = i + c")
+    if call.weights is not None and call.normalization == "softmax" and kernel.scale == 0:
+        return Decline(NAME, "softmax quadrature weights with scale = 0")
+    return _accepted(call, _dot, "GPU attention tiles (numba-CUDA, FlashAttention-2)")
+
+
+def support_args(support):
+    """(causal, window, mask, ranges): the index band, else per-row ranges, else the dense mask;
+    the user's mask on top as given, (1|B, 1|H, N, M). No host round trip (unlike the CPU backend's
+    band tightening, which reads the mask on the host)."""
+    band, mask, ranges = support.index_band(), support.mask, None
+    if band is None:
+        ranges = support.row_ranges()
+        band = (False, None)
+        if ranges is None:
+            mask = support.dense_mask()
+    if mask is not None and mask.ndim == 3:
+        mask = mask[:, None]
+    return band[0], band[1], mask, ranges
+
+
+def _accepted(call, run, what):
+    def go():
+        from .engine_ops import cuda_attention, cuda_mlp
+        return run(call, *support_args(call.support), cuda_attention if run is _dot else cuda_mlp)
+    return Plan(NAME, go, what)
+
+
+def _dot(call, causal, window, mask, ranges, op):
+    kernel, proj, values, weights, norm = call.kernel, call.proj, call.values, call.weights, call.normalization
+    xp = xp_of(raw(values))
+    q = ops.transpose(proj.query["q"], (0, 2, 1, 3))
+    k = ops.transpose(proj.source["k"], (0, 2, 1, 3))
+    slopes = None if kernel.position_bias is None else kernel.position_bias.slopes
+    v, scale, mode = values, kernel.scale, norm
+    if weights is not None:
+        w4 = ops.reshape(weights, tuple(weights.shape) + (1,))
+        if norm == "none":
+            v = values * w4
+        elif norm == "sum":
+            v, mode = ops.concatenate([values * w4, ops.broadcast_to(w4, tuple(values.shape[:3]) + (1,))],
+                                      axis=-1), "none"
+        else:                       # w e^s = e^{s + log w}; w = 0 masked (no host check: always applied)
+            present = raw(weights) != 0
+            logw = ops.where(present, ops.log(ops.where(present, weights, 1.0)), 0.0)
+            B, H, M, _ = k.shape
+            column = ops.broadcast_to(ops.reshape(logw, tuple(logw.shape) + (1,)), (B, H, M, 1))
+            k = ops.concatenate([k, column * (1.0 / scale)], axis=-1)
+            q = ops.concatenate([q, xp.ones(tuple(q.shape[:3]) + (1,), raw(q).dtype)], axis=-1)
+            keep = present[:, :, None, :]
+            mask = keep if mask is None else mask & keep
+    out = op(q, k, v, scale=scale, bias=call.score_bias, alibi_slopes=slopes, causal=causal, window=window,
+             mask=mask, normalization=mode, ranges=ranges)
+    return ratio_or_zero(out[..., :-1], out[..., -1:]) if mode != norm else out
+
+
+def _mlp(call, causal, window, mask, ranges, op):
+    kernel, values, weights, norm = call.kernel, call.values, call.weights, call.normalization
+    a, b, x, y, W, W2, b2, act = kernel.factors(call.proj)
+    B, H, M = values.shape[0], values.shape[1], values.shape[2]
+    if weights is None:
+        w = xp_of(raw(values)).ones((B, M), raw(values).dtype)
+    else:
+        if norm == "softmax":
+            weights = ops.where(raw(weights) != 0, weights, 0.0)
+        w = ops.broadcast_to(weights, (B, H, M)) if weights.shape[1] > 1 else \
+            ops.broadcast_to(ops.reshape(weights, (weights.shape[0], M)), (B, M))
+    return op(a, b, x, y, W, W2, b2, values, w, act=act, causal=causal, window=window, mask=mask,
+              normalization=norm, ranges=ranges)
