@@ -140,6 +140,7 @@ def _backward_rows(first, step, n_tasks, a, b, x, y, WT, W2, b2, v, w, do, dd, s
     N, K, R, H = a.shape[1], a.shape[2], x.shape[2], b2.shape[0]
     blocks = -(-N // RB)
     pre, act, dact, sc, ds, rows, cols = _scratch(a, H)
+    zero = np.zeros(1, a.dtype)[0]
     for t in range(first, n_tasks, step):
         bi, i0 = t // blocks, (t % blocks) * RB
         ptr = group(indptr, bi, 0)
@@ -154,7 +155,7 @@ def _backward_rows(first, step, n_tasks, a, b, x, y, WT, W2, b2, v, w, do, dd, s
                     st, wh, doi = stats[bi, h, i], w[bi, h if w.shape[1] > 1 else 0], do[bi, h, i]
                     for p in range(cnt):
                         j = cols[p]
-                        g = 0 * st
+                        g = zero                        # (0 * st is NaN for st = -inf)
                         if not row_is_empty(st, mode):
                             _, g, _ = pair_terms(sc[p, h], _dot(doi, v[bi, h, j]), st, dd[bi, h, i], wh[j], mode)
                         ds[p, h] = g
@@ -180,6 +181,7 @@ def _backward_cols(first, step, n_tasks, a, b, x, y, WT, W2, b2, v, w, do, dd, s
     M, K, R, H, dvd = b.shape[1], a.shape[2], x.shape[2], b2.shape[0], v.shape[3]
     blocks = -(-M // RB)
     pre, act, dact, sc, ds, rows, cols = _scratch(a, H)
+    zero = np.zeros(1, a.dtype)[0]
     for t in range(first, n_tasks, step):
         bi, j0 = t // blocks, (t % blocks) * RB
         ptr = group(tindptr, bi, 0)
@@ -196,7 +198,7 @@ def _backward_cols(first, step, n_tasks, a, b, x, y, WT, W2, b2, v, w, do, dd, s
                     for p in range(cnt):
                         i = rows[p]
                         st, doi = stats[bi, h, i], do[bi, h, i]
-                        g = 0 * st
+                        g = zero                        # (0 * st is NaN for st = -inf)
                         if not row_is_empty(st, mode):
                             pij, g, gw = pair_terms(sc[p, h], _dot(doi, vj), st, dd[bi, h, i], wj, mode)
                             dw[bi, hw, j] += gw
