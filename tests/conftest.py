@@ -23,6 +23,28 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running; deselect with -m 'not slow'")
 
 
+# A `gpu` test skips with a reason when CuPy sees no CUDA device; ITNET_REQUIRE_GPU=1 (set on GPU
+# machines) turns that skip, and any other skip of a gpu test, into a failure.
+REQUIRE_GPU = os.environ.get("ITNET_REQUIRE_GPU", "0") not in ("", "0")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None:
+        from itnet_np.autograd.backend import cupy_module, gpu_available
+        if not gpu_available():
+            why = ("cupy is not installed" if cupy_module() is None else "cupy sees no CUDA device")
+            (pytest.fail if REQUIRE_GPU else pytest.skip)(f"gpu test: {why} (ITNET_REQUIRE_GPU=1 makes this fail)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_GPU and report.skipped and item.get_closest_marker("gpu") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"ITNET_REQUIRE_GPU=1: gpu test skipped: {report.longrepr}"
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
