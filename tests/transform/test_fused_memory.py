@@ -8,7 +8,8 @@ heads and y: about 6 U at once (measured 6.1), so 8 U. Forward plus backward add
 per-thread copies of dk and dv (2 threads here), and the gradients of q, k, v, x: about 13 U
 (measured 13.2), so 16 U. A single N x N bool mask (the support as a dense matrix, as the operator
 built before) is N^2 bytes = 16 U at N = 4096, d = 64, and the (N, N, 1) offsets it came from 64 U,
-so either breaks the budget. The comparison with N^2 bytes is asserted too.
+so either breaks the budget. The comparison with N^2 bytes is asserted too. A radius support on a
+2-D point cloud (CSR neighbour lists, O(N k)) has its own budget below.
 """
 import tracemalloc
 
@@ -80,3 +81,29 @@ def test_mlp_fused_path_allocates_o_n_d(backward, two_threads):
     unit = N * d * x.itemsize
     assert peak < (18 if backward else 10) * unit, peak / unit
     assert peak < N * N, peak / (N * N)
+
+
+@pytest.mark.parametrize("kind", ["dot", "mlp"])
+@pytest.mark.parametrize("backward", [False, True])
+def test_radius_on_a_2d_cloud_allocates_o_nk_plus_nd(kind, backward, two_threads):
+    """A radius support on a 2-D point cloud (about k = 32 neighbours per point) goes as CSR
+    neighbour lists: besides the U-sized arrays above, the lists cost O(nnz), nnz = N k: the k-d tree's
+    query result (Python lists, about 36 bytes per pair, freed once the CSR is built), the CSR
+    indices and, in the backward, the transposed CSR (8 bytes per pair each). Budget: 8 U / 16 U plus
+    48 bytes per listed pair (measured 10.6 U forward, 12.6 to 14.0 U with the backward, 11 to 15 MB),
+    and at most a quarter of one N x M array of the dtype (67 MB here)."""
+    N, d, dtype = 4096, 64, np.float32
+    rng = np.random.default_rng(4)
+    positions = rng.uniform(0, np.sqrt(N), (N, 2)).astype(dtype)          # unit density
+    radius = float(np.sqrt(32 / np.pi))                                  # pi r^2 = 32 points per ball
+    kernel = DotProductKernel(d, heads=1, rng=0, dtype=dtype) if kind == "dot" else \
+        MLPKernel(d, heads=1, hidden=16, inputs=("dp", "fi", "fj"), position_dim=2, rng=0, dtype=dtype)
+    layer = IntegralTransform(d, d, kernel, normalization="softmax", radius=radius, backend="numba", rng=1,
+                              dtype=dtype)
+    x = rng.standard_normal((1, N, d)).astype(dtype)
+    nnz = layer.support.plan(positions[None], positions[None]).neighbours().indices.size
+    assert 25 * N < nnz < 40 * N
+    peak = _peak(layer, x, backward, positions)
+    unit = N * d * x.itemsize
+    assert peak < (16 if backward else 8) * unit + 48 * nnz, (peak / unit, peak / nnz)
+    assert peak < N * N * x.itemsize / 4, peak / (N * N * x.itemsize)
