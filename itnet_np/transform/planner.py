@@ -110,6 +110,7 @@ def dense(call):
 _BACKENDS = {"dense": dense}
 _BUILTIN = {"numba": "itnet_np.transform.fused.numba_plans",   # name -> module whose plan() it is
             "montecarlo": "itnet_np.transform.montecarlo.plan",
+            "lowrank": "itnet_np.transform.lowrank.plan",
             "cuda": "itnet_np.gpu.plan"}
 _load_errors = {}
 

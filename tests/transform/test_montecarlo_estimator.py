@@ -123,7 +123,7 @@ def test_samples_covering_the_support_equal_the_exact_operator(kind, norm, propo
 
 def test_without_replacement_uses_distinct_draws_with_horvitz_thompson_weights():
     lo, hi = np.zeros(64, np.int64), np.full(64, 100, np.int64)
-    idx, coef, row_lo, row_hi = D.Draws(MonteCarlo(samples=30, replace=False, seed=5), 0, lo, hi).realise()
+    idx, coef, _row_lo, _row_hi = D.Draws(MonteCarlo(samples=30, replace=False, seed=5), 0, lo, hi).realise()
     assert len(np.unique(idx)) == 30 and np.all((idx >= 0) & (idx < 100))
     np.testing.assert_array_equal(coef, np.full(30, 100 / 30))
 
@@ -182,8 +182,8 @@ def test_declines_and_errors():
         layer(x, mask=np.ones((128, 128), bool))
     with pytest.raises(ConfigError, match="integration must be"):
         layer.integration = "sampled"
-    for bad in (dict(samples=0), dict(proposal="importance"), dict(tile=48), dict(mix=0.0),
-                dict(replace=False, proposal="proxy")):
+    for bad in ({"samples": 0}, {"proposal": "importance"}, {"tile": 48}, {"mix": 0.0},
+                {"replace": False, "proposal": "proxy"}):
         with pytest.raises(ConfigError):
             MonteCarlo(**bad)
     dot = make_layer("dot", "softmax")

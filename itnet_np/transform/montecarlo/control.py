@@ -12,9 +12,9 @@ so the whole estimate stays unbiased for 'none' and self-normalised for 'sum'; i
 residual's, small when G captures the kernel. The drawn part of G is again a prefix sum, over each
 tile's sorted draws. Cost O((N + M) R d) beyond the plain estimator.
 
-G is the skeleton (CUR) approximation from R landmark queries I and sources J (evenly spaced):
-G = s[:, J] s[I, J]^+ s[I, :], i.e. phi = s[:, J] s[I, J]^+, psi = s[I, :]^T, from 2 R kernel rows and
-columns (never the N x M matrix). phi and psi are constants (detached, like the proposals): the
+G is the skeleton (CUR) approximation from R landmark queries I and sources J (evenly spaced,
+lowrank/approx.py): G = s[:, J] s[I, J]^+ s[I, :], from 2 R kernel rows and columns (never the
+N x M matrix). phi and psi are constants (detached, like the proposals): the
 estimate is unbiased for any fixed G, and the gradient reaches u (values, weights) through both
 terms and the kernel through the sampled term.
 
@@ -26,28 +26,9 @@ import numpy as np
 from ...autograd.ops._util import raw as _raw
 from ...autograd.primitive import primitive
 from ..fused._tiles import ACTIVATIONS
-from ..kernels.base import Projection
+from ..lowrank.approx import kernel_entries, skeleton
 
-__all__ = ["lowrank_correction", "skeleton"]
-
-
-def skeleton(kernel, proj, rank, n, m):
-    """(phi (B, H, N, R), psi (B, H, M, R)) raw: the CUR approximation of the kernel's scores."""
-    from ...autograd.modes import no_grad
-    rows = np.unique(np.linspace(0, n - 1, min(rank, n)).round().astype(np.int64))
-    cols = np.unique(np.linspace(0, m - 1, min(rank, m)).round().astype(np.int64))
-
-    def scores(i, j):
-        sub = Projection({k: _raw(v)[:, i] for k, v in proj.query.items()},
-                         {k: _raw(v)[:, j] for k, v in proj.source.items()},
-                         {k: _raw(v) for k, v in proj.extra.items()})
-        with no_grad():
-            return np.asarray(_raw(kernel.scores(sub)), np.float64)
-    C, Rm = scores(slice(None), cols), scores(rows, slice(None))          # (B, H, N, r), (B, H, r, M)
-    U = Rm[..., cols]
-    phi = C @ np.linalg.pinv(U, rcond=1e-10)
-    dt = _raw(next(iter(proj.query.values()))).dtype
-    return phi.astype(dt), np.swapaxes(Rm, -1, -2).astype(dt)
+__all__ = ["lowrank_correction", "plan_control_variate"]
 
 
 def _prefix(x):
@@ -112,8 +93,8 @@ def plan_control_variate(call, ranges, sampling):
     from ..kernels.mlp import MLPKernel
     from ..normalization import ratio_or_zero
     from ..planner import Decline, Plan
-    from .plan import NAME, _draws, dot_operands
     from .engine_ops import sampled_attention, sampled_mlp
+    from .plan import NAME, _draws, dot_operands
     norm, kernel, method = call.normalization, call.kernel, sampling.method
     lo, hi = ranges
     if norm == "softmax":
@@ -130,9 +111,11 @@ def plan_control_variate(call, ranges, sampling):
                              "activation, DotProductKernel without a position bias)")
 
     def run():
-        phi, psi = skeleton(kernel, call.proj, method.rank, call.support.n, call.support.m)
-        draws = _draws(call, ranges, sampling, None)
         values, weights = call.values, call.weights
+        dt = _raw(values).dtype
+        phi, psi = (f.astype(dt) for f in skeleton(kernel_entries(kernel, call.proj), call.support.n,
+                                                     call.support.m, method.rank))
+        draws = _draws(call, ranges, sampling, None)
         B, H, M = values.shape[0], values.shape[1], values.shape[2]
         if isinstance(kernel, DotProductKernel):
             q, k, u, _ = dot_operands(call)
