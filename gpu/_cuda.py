@@ -36,7 +36,7 @@ def numba_cuda():
     kernel bodies: the simulator swaps exactly such globals for its fake module at launch."""
     try:
         from numba import cuda as nb_cuda
-    except Exception as exc:  # noqa: BLE001  ImportError, or a broken CUDA toolkit
+    except Exception as exc:
         raise ConfigError(f"the GPU kernels need numba-cuda, which cannot be imported here "
                           f"({type(exc).__name__}: {exc}); {INSTALL}") from exc
     return nb_cuda

@@ -37,10 +37,9 @@ def kernels(dtype, d, dv):
     @cuda.jit(device=True)
     def logit(x, b, h, i, j, mask, use_mask, bias, use_bias, slope, use_alibi):
         """x_ij from the raw product (scale applied by the caller), -inf when masked."""
-        if use_mask:
-            if not mask[b if mask.shape[0] > 1 else 0, h if mask.shape[1] > 1 else 0,
-                        min(i, mask.shape[2] - 1), min(j, mask.shape[3] - 1)]:
-                return neg_inf
+        if use_mask and not mask[b if mask.shape[0] > 1 else 0, h if mask.shape[1] > 1 else 0,
+                                 min(i, mask.shape[2] - 1), min(j, mask.shape[3] - 1)]:
+            return neg_inf
         if use_bias:
             x += bias[b if bias.shape[0] > 1 else 0, h if bias.shape[1] > 1 else 0,
                       min(i, bias.shape[2] - 1), min(j, bias.shape[3] - 1)]
@@ -111,7 +110,7 @@ def kernels(dtype, d, dv):
                 dp = zero
                 for c in range(dv):
                     dp += doi[c] * vs[jj, c]
-                p, dx = weights(x, st, dp, di, mode)
+                _, dx = weights(x, st, dp, di, mode)
                 for c in range(d):
                     g[c] += dx * ks[jj, c]
                 if want_dbias:

@@ -94,7 +94,7 @@ def kernel(dtype, d, dv):
                 if x == neg_inf:
                     continue
                 if mode == 0:
-                    mnew = x if x > m else m
+                    mnew = x if x > m else m  # noqa: FURB136  (keeps the select branch-free)
                     alpha = math.exp(m - mnew)
                     p = math.exp(x - mnew)
                     m = mnew

@@ -127,13 +127,12 @@ def kernel(dtype, K, R, H, dv, hw):
                 pre_act(ai, bs[jj], u, ys[jj], code, pre, act)
                 scores(act, W2s, b2s, s)
                 for h in range(H):
-                    if use_mask:
-                        if not mask[0 if mask.shape[0] == 1 else bi, 0 if mask.shape[1] == 1 else h,
-                                    min(i, mask.shape[2] - 1), min(j, mask.shape[3] - 1)]:
-                            continue
+                    if use_mask and not mask[0 if mask.shape[0] == 1 else bi, 0 if mask.shape[1] == 1 else h,
+                                             min(i, mask.shape[2] - 1), min(j, mask.shape[3] - 1)]:
+                        continue
                     wj = ws[jj, h if hw > 1 else 0]
                     if mode == 0:
-                        mnew = s[h] if s[h] > m[h] else m[h]
+                        mnew = s[h] if s[h] > m[h] else m[h]  # noqa: FURB136
                         alpha = math.exp(m[h] - mnew)
                         e = wj * math.exp(s[h] - mnew)
                         m[h] = mnew

@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 import pytest
-
 from _gpu_dense_refs import attention as dense_attention
 from _gpu_dense_refs import mlp as dense_mlp
 from _gpu_dense_refs import value_and_grads
@@ -18,12 +17,13 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
     pytest.skip("run through test_gpu_kernels_sim.py (needs NUMBA_ENABLE_CUDASIM=1 before numba loads)",
                 allow_module_level=True)
 
-from itnet_np.errors import ConfigError, DTypeError, ShapeError  # noqa: E402
-from itnet_np.gpu import attention_forward as gpu_attention_forward_module  # noqa: E402
-from itnet_np.gpu.attention import attention_backward, attention_forward  # noqa: E402
-from itnet_np.gpu.mlp import mlp_backward, mlp_forward  # noqa: E402
+from itnet_np.gpu import attention_forward as gpu_attention_forward_module
+from itnet_np.gpu.attention import attention_backward, attention_forward
+from itnet_np.gpu.mlp import mlp_backward, mlp_forward
 
-TOL = dict(rtol=1e-10, atol=1e-11)
+from itnet_np.errors import ConfigError, DTypeError, ShapeError
+
+TOL = {"rtol": 1e-10, "atol": 1e-11}
 
 
 def _close(got, want, name):
@@ -145,8 +145,8 @@ def test_mlp_forward_and_gradients_match_dense(B, H, N, M, K, R, dv, hw, opts):
     out, stats = mlp_forward(*arrays.values(), **kw)
     _close(out, want, "out")
     got = mlp_backward(*arrays.values(), out, stats, dout, **kw)
-    for name in arrays:
-        assert got[name].shape == arrays[name].shape, name
+    for name, array in arrays.items():
+        assert got[name].shape == array.shape, name
         # db2 under softmax is 0 in exact arithmetic (shift invariance): compare absolutely
         _close(got[name], grads[name], "d" + name)
 

@@ -14,10 +14,11 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
     pytest.skip("run through test_gpu_kernels_sim.py (needs NUMBA_ENABLE_CUDASIM=1 before numba loads)",
                 allow_module_level=True)
 
-import itnet_np as itn  # noqa: E402
-from itnet_np import transform as T  # noqa: E402
-from itnet_np.gpu import plan as gpu_plan  # noqa: E402
-from itnet_np.transform import planner  # noqa: E402
+from itnet_np.gpu import plan as gpu_plan
+
+import itnet_np as itn
+from itnet_np import transform as T
+from itnet_np.transform import planner
 
 T.register_backend("cuda_sim", lambda call: gpu_plan.plan(not_numpy(call)))
 

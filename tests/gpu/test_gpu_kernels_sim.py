@@ -18,7 +18,7 @@ def test_gpu_kernels_pass_under_the_cuda_simulator():
     env.pop("ITNET_REQUIRE_GPU", None)          # the simulator is not a GPU
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            str(HERE / "sim_gpu_kernels.py"), str(HERE / "sim_gpu_plan.py")],
-                          cwd=HERE.parent.parent, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=HERE.parent.parent, env=env, capture_output=True, text=True, timeout=900, check=False)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, f"simulator tests failed (exit {proc.returncode}):\n{tail}"
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], tail
