@@ -38,7 +38,7 @@ import numpy as np
 
 from .autograd import backend
 from .autograd.tensor import Tensor
-from .errors import CheckpointError
+from .errors import CheckpointError, DeviceError
 
 try:
     import fcntl
@@ -337,8 +337,22 @@ def _metadata(path, entries):
     return meta
 
 
-def load(path):
-    """Read a checkpoint written by :func:`save`; arrays come back as host ndarrays."""
+def _to_device(tree, device):
+    """Numeric arrays in ``tree`` moved to ``device`` (bool and string arrays stay on the host)."""
+    if isinstance(tree, np.ndarray):
+        return backend.to_device(tree, device) if tree.dtype.kind in "biufc" else tree
+    if isinstance(tree, dict):
+        return {k: _to_device(v, device) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_to_device(v, device) for v in tree]
+    return tree
+
+
+def load(path, device="cpu"):
+    """Read a checkpoint written by :func:`save`; arrays come back as host ndarrays, or with
+    ``device='cuda'`` their numeric arrays as CuPy arrays (one explicit copy each)."""
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"load: device must be 'cpu' or 'cuda', got {device!r}")
     path = os.fspath(path)
     entries = _read_archive(path)
     meta = _metadata(path, entries)
@@ -354,8 +368,9 @@ def load(path):
             raise CheckpointError(f"load: array '{key}' in '{path}' is {a.dtype.str}{list(a.shape)}, "
                                   f"metadata says {spec['dtype']}{spec['shape']}")
     try:
-        return _decode(meta["tree"], entries)
+        tree = _decode(meta["tree"], entries)
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"load: metadata tree in '{path}' refers to a missing array: {e!r}") from e
     except RecursionError:
         raise CheckpointError(f"load: metadata tree in '{path}' is nested too deeply to read") from None
+    return tree if device == "cpu" else _to_device(tree, device)

@@ -19,7 +19,7 @@ def cupy_module():
         try:
             import cupy
             _cupy = cupy
-        except Exception:  # ImportError, or a broken CUDA install
+        except Exception:  # noqa: BLE001  ImportError, or a broken CUDA install
             _cupy = None
     return _cupy
 
@@ -48,8 +48,14 @@ def gpu_available():
         return False
     try:
         return cp.cuda.runtime.getDeviceCount() > 0
-    except Exception:
+    except Exception:  # noqa: BLE001  a driver or runtime error means: no usable device
         return False
+
+
+def _why_no_gpu():
+    return ("cupy is not installed (pip install 'itnet-np[gpu]': cupy-cuda12x and numba-cuda; "
+            "'itnet-np[gpu13]' for CUDA 13)" if cupy_module() is None
+            else "cupy is installed but sees no CUDA device")
 
 
 def to_device(array, device):
@@ -61,10 +67,7 @@ def to_device(array, device):
     if device == "cpu":
         return array.get()
     if not gpu_available():
-        raise DeviceError(
-            "to('cuda') needs CuPy and a CUDA GPU; "
-            + ("cupy is not installed (pip install 'itnet-np[gpu]')" if cupy_module() is None
-               else "cupy is installed but sees no CUDA device"))
+        raise DeviceError("to('cuda') needs CuPy and a CUDA GPU; " + _why_no_gpu())
     return cupy_module().asarray(array)
 
 
@@ -87,5 +90,23 @@ def scatter_add(target, indices, values):
 def default_rng(seed=None, device="cpu"):
     """A random generator for ``device``."""
     if device == "cuda":
+        if not gpu_available():
+            raise DeviceError("default_rng(device='cuda') needs CuPy and a CUDA GPU; " + _why_no_gpu())
         return cupy_module().random.default_rng(seed)
     return np.random.default_rng(seed)
+
+
+def rng_device(rng):
+    """'cuda' for a CuPy Generator, 'cpu' for a NumPy one."""
+    return "cuda" if is_cupy(rng) else "cpu"
+
+
+def generator_to(rng, device):
+    """A generator on ``device`` that continues ``rng``'s stream deterministically: the same rng
+    state always gives the same new generator (seeded from one 63-bit draw of ``rng``), so seeded
+    runs stay reproducible when a module moves (its masks differ from the other device's, as the
+    two libraries' bit generators differ). ``rng`` itself when it is on ``device`` already."""
+    if rng_device(rng) == device:
+        return rng
+    seed = rng.integers(0, 2 ** 63 - 1, dtype=np.int64)
+    return default_rng(int(seed), device)

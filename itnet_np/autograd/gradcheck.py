@@ -13,8 +13,15 @@ to the map (x, u) -> vjp(u) computed with create_graph=True, i.e. to the second 
 import numpy as np
 
 from ..errors import DTypeError, GraphError
+from .backend import device_of, to_device, xp_of
 from .tensor import Tensor
 from .transforms import vjp
+
+
+def _arrays(inputs):
+    """The inputs' arrays (NumPy or CuPy: float64 checks run on the device the inputs live on)."""
+    arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+    return [a if device_of(a) == "cuda" else np.asarray(a) for a in arrays]
 
 
 def _outputs(y):
@@ -23,11 +30,14 @@ def _outputs(y):
 
 def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, trials=3, seed=0, raise_exception=True):
     """Check the VJPs of ``f`` at ``inputs`` (float64 arrays/Tensors). Returns True or raises."""
-    arrays = [np.asarray(x.data if isinstance(x, Tensor) else x) for x in inputs]
+    arrays = _arrays(inputs)
     for i, a in enumerate(arrays):
         if a.dtype != np.float64:
             raise DTypeError(f"gradcheck: input {i} is {a.dtype}; gradient checks need float64 inputs")
     rng = np.random.default_rng(seed)
+    device = device_of(arrays[0]) if arrays else "cpu"
+    xp = xp_of(arrays[0]) if arrays else np
+    draw = lambda shape: to_device(rng.standard_normal(shape), device)
 
     def pack(y):
         ys = _outputs(y)
@@ -37,15 +47,15 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, trials=3, seed=0, raise
         return ys
 
     for trial in range(trials):
-        vs = [rng.standard_normal(a.shape) for a in arrays]
+        vs = [draw(a.shape) for a in arrays]
         combined = lambda *xs: _stack_outputs(pack(f(*xs)))
         y, pullback = vjp(combined, *[Tensor(a) for a in arrays])
-        u = rng.standard_normal(y.shape)
-        analytic = sum(float(np.sum(g.data * v)) for g, v in zip(pullback(u), vs))
+        u = draw(y.shape)
+        analytic = sum(float(xp.sum(g.data * v)) for g, v in zip(pullback(u), vs))
         # Not under no_grad: f may itself differentiate (gradgradcheck) and needs the graph.
         plus = combined(*[Tensor(a + eps * v) for a, v in zip(arrays, vs)]).data
         minus = combined(*[Tensor(a - eps * v) for a, v in zip(arrays, vs)]).data
-        numeric = float(np.sum(u * (plus - minus))) / (2 * eps)
+        numeric = float(xp.sum(u * (plus - minus))) / (2 * eps)
         if not abs(analytic - numeric) <= atol + rtol * abs(numeric):
             if raise_exception:
                 raise AssertionError(
@@ -66,9 +76,9 @@ def _stack_outputs(ys):
 
 def gradgradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, trials=3, seed=0, raise_exception=True):
     """gradcheck applied to (x, u) -> vjp_f(x)(u): checks second-order derivatives of ``f``."""
-    arrays = [np.asarray(x.data if isinstance(x, Tensor) else x) for x in inputs]
+    arrays = _arrays(inputs)
     y0 = _stack_outputs(_outputs(f(*[Tensor(a) for a in arrays])))
-    u0 = np.random.default_rng(seed + 1).standard_normal(y0.shape)
+    u0 = to_device(np.random.default_rng(seed + 1).standard_normal(y0.shape), device_of(y0.data))
 
     def first_order(*xs_and_u):
         *xs, u = xs_and_u

@@ -262,7 +262,9 @@ class Module:
         return self
 
     def to(self, device):
-        """Move every parameter and buffer to ``device`` ('cpu' or 'cuda') in place; returns self."""
+        """Move every parameter and buffer to ``device`` ('cpu' or 'cuda') in place; returns self.
+        A module's random generator (attribute ``rng``, e.g. Dropout's) is replaced by one on
+        ``device`` continuing its stream (backend.generator_to), so masks are drawn where the data are."""
         for p in self.parameters():
             p.data = backend.to_device(p.data, device)
             p.grad = None
@@ -270,6 +272,9 @@ class Module:
             for name, b in m._buffers.items():
                 if b is not None:
                     m._buffers[name] = backend.to_device(b, device)
+            rng = m.__dict__.get("rng")
+            if rng is not None and hasattr(rng, "integers"):
+                m.rng = backend.generator_to(rng, device)
         return self
 
     def apply(self, fn):

@@ -7,9 +7,9 @@ gradient is g * m / (1 - p), through the multiply op.
 """
 import numbers
 
-from ...autograd.backend import default_rng, device_of, to_device
+from ...autograd.backend import default_rng, device_of, rng_device
 from ...autograd.ops._util import raw
-from ...errors import ConfigError
+from ...errors import ConfigError, DeviceError
 
 
 def dropout(x, p=0.5, training=True, rng=None):
@@ -30,7 +30,10 @@ def dropout(x, p=0.5, training=True, rng=None):
         return x * 0
     if rng is None:
         rng = default_rng(None, device_of(data))
+    if rng_device(rng) != device_of(data):      # no hidden host/device copy of the mask
+        raise DeviceError(f"dropout: the data live on {device_of(data)} but rng is a "
+                          f"{rng_device(rng)} generator; pass a generator of the data's device "
+                          "(itnet_np.autograd.backend.default_rng(seed, device)) or move the module "
+                          "with .to(device), which moves its generator")
     keep = rng.random(data.shape) >= p
-    if device_of(keep) != device_of(data):
-        keep = to_device(keep, device_of(data))
     return x * (keep.astype(data.dtype) * (1.0 / (1.0 - p)))

@@ -125,12 +125,13 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     return _avg_pool("avg_pool2d", 2, x, kernel_size, stride, padding, count_include_pad)
 
 
-def _bins(length, size, dtype):
-    """P (size, length): row i averages x[floor(i L / size) : ceil((i + 1) L / size)]."""
-    i = np.arange(size)
+def _bins(length, size, dtype, xp=np):
+    """P (size, length): row i averages x[floor(i L / size) : ceil((i + 1) L / size)]; built by
+    ``xp`` (on the data's device: no host/device copy)."""
+    i = xp.arange(size)
     start = (i * length) // size
     end = -((-(i + 1) * length) // size)
-    j = np.arange(length)
+    j = xp.arange(length)
     inside = (j >= start[:, None]) & (j < end[:, None])
     return (inside / (end - start)[:, None]).astype(dtype)
 
@@ -145,7 +146,7 @@ def _adaptive_avg_pool(name, nd, x, output_size):
     y = x
     for axis in range(nd):  # one small matrix per spatial axis, never a loop over positions
         a = -1 - axis
-        p = xp.asarray(_bins(d.shape[a], sizes[a], d.dtype).T)
+        p = _bins(d.shape[a], sizes[a], d.dtype, xp).T
         y = swapaxes(matmul(swapaxes(y, a, -1), p), a, -1) if a != -1 else matmul(y, p)
     return reshape(y, tuple(array_of(name, y).shape)[1:]) if unbatched else y
 

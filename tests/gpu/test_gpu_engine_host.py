@@ -1,0 +1,56 @@
+"""The engine's GPU entry points on a machine without CuPy: each refuses with a clear error instead of
+copying silently or failing obscurely (the device runs are in test_gpu_engine_device.py)."""
+import numpy as np
+import pytest
+
+import itnet_np as itn
+from itnet_np.autograd import backend
+from itnet_np.errors import DeviceError
+from itnet_np.nn import functional as F
+
+
+class FakeCupyGenerator:
+    """Stands in for a cupy.random.Generator (backend.is_cupy looks at the type's module)."""
+
+    def random(self, shape):
+        return np.random.default_rng(0).random(shape)
+
+
+FakeCupyGenerator.__module__ = "cupy.random._generator_api"
+
+
+def test_dropout_refuses_a_generator_of_another_device():
+    x = itn.tensor(np.ones((4, 5)))
+    with pytest.raises(DeviceError, match=r"data live on cpu but rng is a cuda generator.*\.to\(device\)"):
+        F.dropout(x, 0.5, rng=FakeCupyGenerator())
+    rng = np.random.default_rng(1)
+    out = F.dropout(x, 0.5, rng=rng)            # same device: as before
+    keep = np.random.default_rng(1).random((4, 5)) >= 0.5
+    np.testing.assert_array_equal(out.data, np.where(keep, 2.0, 0.0))
+
+
+@pytest.mark.skipif(backend.gpu_available(), reason="CuPy sees a GPU here")
+def test_cuda_generator_and_cuda_load_name_the_gpu_extra(tmp_path):
+    with pytest.raises(DeviceError, match=r"itnet-np\[gpu\]"):
+        backend.default_rng(0, "cuda")
+    path = tmp_path / "c.npz"
+    itn.save(path, {"w": np.arange(3.0)})
+    with pytest.raises(DeviceError, match=r"itnet-np\[gpu\]"):
+        itn.load(path, device="cuda")
+
+
+def test_load_device_argument(tmp_path):
+    path = tmp_path / "c.npz"
+    itn.save(path, {"w": np.arange(3.0), "flags": np.array([True, False]), "name": "x"})
+    tree = itn.load(path, device="cpu")
+    np.testing.assert_array_equal(tree["w"], np.arange(3.0))
+    assert tree["name"] == "x" and tree["flags"].dtype == bool
+    with pytest.raises(DeviceError, match="load: device must be 'cpu' or 'cuda', got 'gpu'"):
+        itn.load(path, device="gpu")
+
+
+def test_generator_to_its_own_device_is_the_same_generator_and_module_to_cpu_keeps_it():
+    rng = np.random.default_rng(3)
+    assert backend.generator_to(rng, "cpu") is rng
+    layer = itn.nn.Dropout(0.5, rng=rng)
+    assert layer.to("cpu").rng is rng
