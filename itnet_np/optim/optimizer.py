@@ -17,7 +17,7 @@ import numpy as np
 from ..autograd import backend
 from ..autograd.engine import enable_grad
 from ..autograd.tensor import Tensor
-from ..errors import CheckpointError, ConfigError, DTypeError, ShapeError, describe
+from ..errors import CheckpointError, ConfigError, DeviceError, DTypeError, ShapeError, describe
 
 
 def _named(params, start):
@@ -135,9 +135,29 @@ class Optimizer:
                     error = ShapeError if grad.shape != p.data.shape else DTypeError
                     raise error(f"{type(self).__name__}: gradient of '{name}' is {describe(grad)}, "
                                 f"expected {describe(p.data)}")
-                self._update(p.data, grad, self.state.setdefault(name, {}), group)
+                state = self.state.setdefault(name, {})
+                self._check_device(name, p.data, state)
+                self._update(p.data, grad, state, group)
                 p._bump()  # an in-place change: a graph built before step() can no longer backprop
         return loss
+
+    def to(self, device):
+        """Move the optimiser state (moment buffers...) to ``device`` ('cpu' or 'cuda'), explicitly,
+        after ``model.to(device)``; returns self."""
+        for state in self.state.values():
+            for key, value in state.items():
+                if hasattr(value, "shape"):
+                    state[key] = backend.to_device(value, device)
+        return self
+
+    def _check_device(self, name, data, state):
+        """DeviceError when the state of ``name`` lives elsewhere than the parameter (no silent copy)."""
+        where = backend.device_of(data)
+        for key, value in state.items():
+            if hasattr(value, "shape") and backend.device_of(value) != where:
+                raise DeviceError(f"{type(self).__name__}: parameter '{name}' is on {where} but its state "
+                                  f"'{key}' is on {backend.device_of(value)}; call optimizer.to('{where}') "
+                                  "after moving the model")
 
     def zero_grad(self):
         """Drop every parameter's gradient (``p.grad = None``)."""

@@ -54,3 +54,27 @@ def test_generator_to_its_own_device_is_the_same_generator_and_module_to_cpu_kee
     assert backend.generator_to(rng, "cpu") is rng
     layer = itn.nn.Dropout(0.5, rng=rng)
     assert layer.to("cpu").rng is rng
+
+
+class FakeCupyArray:
+    """Stands in for a cupy.ndarray in the optimiser's state (backend.device_of looks at the type)."""
+
+    shape = (3,)
+
+
+FakeCupyArray.__module__ = "cupy._core.core"
+
+
+def test_optimizer_state_on_another_device_raises_and_to_moves_it():
+    p = itn.nn.Parameter(np.ones(3))
+    opt = itn.optim.Adam([p], lr=0.1)
+    p.grad = itn.tensor(np.ones(3))
+    opt.step()
+    assert opt.to("cpu") is opt
+    saved = {k: v.copy() if hasattr(v, "copy") else v for k, v in next(iter(opt.state.values())).items()}
+    next(iter(opt.state.values()))["exp_avg"] = FakeCupyArray()
+    with pytest.raises(DeviceError, match=r"Adam: parameter 'param_0' is on cpu but its state 'exp_avg' is on cuda; "
+                                          r"call optimizer.to\('cpu'\)"):
+        opt.step()
+    next(iter(opt.state.values())).update(saved)
+    opt.step()
