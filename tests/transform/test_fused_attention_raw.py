@@ -344,3 +344,14 @@ def test_bad_arguments_raise():
     out, stats = attention_forward(q, k, v, 1.0)
     with pytest.raises(ShapeError, match="dout must have shape"):
         attention_backward(q, k, v, out, stats, out[:, :1], 1.0)
+
+
+def test_float32_forward_runs_in_float32():
+    """No float -> double conversion anywhere in the float32 forward kernel (a Python float literal
+    or an int in a select promoted the logits, max and exp loops to float64), and it vectorises."""
+    from _ir_helpers import float32_ir_counts
+    call = ("q = np.ones((1, 2, 70, 8), np.float32); b = np.zeros((2, 70, 70), np.float32); "
+            "mod.attention_forward(q, q, q, 0.3, causal=True, bias=b, alibi_slopes=np.ones(2, np.float32))")
+    fpext, vec = float32_ir_counts("itnet_np.transform.fused.attention_numba", "_forward", call)
+    assert fpext == 0
+    assert vec > 0

@@ -70,10 +70,10 @@ def _logits(st, b, h, i0, j0, lo, hi, sup, ones, zeros):
     Constants are typed: a Python float (-np.inf, 0) would make the loop run in float64.
     """
     mask, use_mask, bias, use_bias, slopes, use_alibi = sup
-    ninf = typed(-np.inf, st)
+    zero, ninf = typed(0, st), typed(-np.inf, st)
     mplane = mask[b if mask.shape[0] > 1 else 0, h if mask.shape[1] > 1 else 0]
     bplane = bias[b if bias.shape[0] > 1 else 0, h if bias.shape[1] > 1 else 0]
-    slope = slopes[h] if use_alibi else slopes[h] * 0
+    slope = slopes[h] if use_alibi else zero
     nq = st.shape[1]
     for jj in range(st.shape[0]):
         j = j0 + jj
@@ -88,9 +88,9 @@ def _logits(st, b, h, i0, j0, lo, hi, sup, ones, zeros):
         jb = min(j, bplane.shape[0] - 1)
         mrow, brow = mplane[jm], bplane[jb]
         mvec, mconst = (mrow[i0:i0 + nq], True) if mask.shape[3] > 1 else (ones, mrow[0])
-        bvec, bconst = (brow[i0:i0 + nq], brow[0] * 0) if bias.shape[3] > 1 else (zeros, brow[0])
+        bvec, bconst = (brow[i0:i0 + nq], zero) if bias.shape[3] > 1 else (zeros, brow[0])
         for ii in range(nq):
-            x = row[ii] + bvec[ii] + bconst - slope * abs(i0 + ii - j)
+            x = row[ii] + bvec[ii] + bconst - slope * typed(abs(i0 + ii - j), st)
             keep = (j >= lo[ii]) & (j < hi[ii]) & mvec[ii] & mconst
             row[ii] = x if keep else ninf
 
