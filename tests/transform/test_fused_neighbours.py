@@ -6,7 +6,8 @@ and cross, user masks, rows with no neighbours; float64 to 1e-10 and float32 to 
 is the independent reference (engine ops from the published formulas, gradchecked in
 test_operator_props.py). Also: the raw kernels over per-head lists against a NumPy oracle written
 from the formula, the transposed lists against brute force, the plan's note, and that no dense mask
-is formed on this path.
+is formed on this path. Last, 1-D causal / window supports on unsorted or per-batch positions, which
+run as row ranges over the sources sorted by position (sorted_plan.py): parity and no dense mask.
 """
 import numpy as np
 import pytest
@@ -242,3 +243,52 @@ def test_lists_that_do_not_fit_raise_shape_errors():
     bad_index = PairLists(np.array([[[0, 1, 1, 1, 1, 1]]]), np.array([4]), 5, 4)
     with pytest.raises(ShapeError, match=r"\[0, 4\)"):
         neighbour_attention_forward(q, k, v, 1.0, bad_index)
+
+
+# ------------------------------------------- 1-D band supports on unsorted / per-batch positions
+
+@given(kind=st.sampled_from(["dot", "mlp"]), normalization=st.sampled_from(NORMS),
+       support=st.sampled_from([("causal", None), ("strict_causal", None), ("full", 2), ("causal", 3),
+                                ("strict_causal", 4)]),
+       per_batch=st.booleans(), cross=st.booleans(), N=st.integers(1, 24), M=st.integers(1, 24),
+       weights=st.sampled_from([None, "shared", "per_head", "zeros"]), mask=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_band_supports_on_unsorted_points_sort_the_sources(kind, normalization, support, per_batch, cross, N, M,
+                                                           weights, mask, seed):
+    """Causal / window supports on unsorted or per-batch 1-D positions run as row ranges over the
+    sources sorted by position (sorted_plan.py), equal to the dense reference with every gradient."""
+    rng = np.random.default_rng(seed)
+    op = make_op(kind, normalization, F64, 1)
+    op.support = T.Support(*support)
+    args = cloud_args(rng, F64, 1, 2, N, M, cross, per_batch, weights, mask)
+    for key in ("positions", "source_positions"):    # integer-valued points: ties and exact boundaries
+        if key in args and seed % 2:
+            args[key] = np.round(args[key] * 4)
+    plan = op.support.plan(np.reshape(args["positions"], (-1, N, 1)),
+                           np.reshape(args.get("source_positions", args["positions"]), (-1, M if cross else N, 1)))
+    if plan.row_ranges() is None and plan.index_band() is None:
+        assert "sources sorted by position" in note_of(op, args)
+    assert_parity(op, args, F64, rng)
+
+
+@pytest.mark.parametrize("kind", ["dot", "mlp"])
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_sorted_sources_path_never_forms_a_dense_mask(kind, per_batch, monkeypatch):
+    rng = np.random.default_rng(10)
+    op = make_op(kind, "softmax", F64, 1)
+    op.support = T.Support("causal", 5)
+    args = cloud_args(rng, F64, 1, 2, 30, 25, True, per_batch, "shared")
+    args["positions"], args["source_positions"] = args["positions"] * 10, args["source_positions"] * 10
+    x = itn.tensor(args.pop("x"), requires_grad=True)
+    op.backend = "dense"
+    expected = op(x, **args).data
+
+    def refuse(*_):
+        raise AssertionError("the fused path formed a dense mask")
+    with monkeypatch.context() as m:
+        m.setattr(SupportPlan, "dense_mask", refuse)
+        m.setattr(Support, "mask", refuse)
+        op.backend = "numba"
+        y = op(x, **args)
+        y.sum().backward()
+    np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)

@@ -30,10 +30,11 @@ positions, positions per batch item) goes as CSR neighbour lists (``SupportPlan.
 tree, built once per call, O(N k)) to the neighbour-list kernels (neighbour_attention_numba.py,
 neighbour_mlp_numba.py), with the user's mask and softmax's w_j = 0 exclusions read at the listed
 pairs only (pair_lists.pair_lists); so neither 'numba' nor 'auto' forms N x M for a radius support.
+A 1-D causal / strictly causal / window support on unsorted or per-batch positions becomes row
+ranges once the sources are sorted (sorted_plan.py: one call per batch item, sources permuted).
 A user's explicit mask goes on as given (``band_of`` tightens the band to it): a user mask that is
-not a band is then the only dense mask on a fused path, besides non-radius supports that have
-neither a band nor row ranges (a window with D > 1, causal on unsorted or per-batch positions),
-which still fall back to the plan's dense mask.
+not a band is then the only dense mask on a fused path, besides a window without a radius on D > 1
+positions (and non-finite positions), which still falls back to the plan's dense mask.
 
 Declined (a Decline with the reason; 'auto' uses dense, an explicit backend='numba' raises
 ConfigError): arrays that are not NumPy (CuPy), a score_bias or a per-head mask for kernels other
@@ -60,6 +61,7 @@ from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp, neighbour_attention, neighbour_mlp
 from .pair_lists import pair_lists
 from .scan_plan import plan_scan
+from .sorted_plan import run_sorted, sorts_into_ranges
 from .stencil_plan import plan_stencil
 
 # Recurrence kernels run as an O(N * state) scan (scan_plan.py).
@@ -191,6 +193,9 @@ def describe_support(support):
                 f"{lists.indices.size / n:.1f} per query)")
     elif band is None and support.row_ranges() is not None:
         text = "per-row source ranges [lo_i, hi_i) of the support"
+    elif sorts_into_ranges(support):
+        text = ("per-row source ranges [lo_i, hi_i) of the sources sorted by position (one call per "
+                "batch item when positions differ per item)")
     elif band is None:
         text = "the support as a dense mask (neither an index band nor row ranges here)"
     elif band == (False, None):
@@ -216,6 +221,9 @@ def _tiled(call, family, what):
         mask = call.support.mask                       # (1|B, N, M) -> (1|B, 1, N, M); per head as given
         mask = mask[:, None] if mask is not None and mask.ndim == 3 else mask
         return Plan(NAME, lambda: run(call, False, None, mask, None, lists),
+                    f"{what} over {describe_support(call.support)}", pays, why_not)
+    if sorts_into_ranges(call.support):
+        return Plan(NAME, lambda: run_sorted(call, lambda sub: run(sub, *support_args(sub.support))),
                     f"{what} over {describe_support(call.support)}", pays, why_not)
     return Plan(NAME, lambda: run(call, *support_args(call.support)),
                 f"{what} over {describe_support(call.support)}", pays, why_not)
