@@ -126,6 +126,24 @@ def test_rows_without_neighbours_match_the_dense_convention(kind, normalization,
 
 
 @pytest.mark.parametrize("kind", ["dot", "mlp"])
+@pytest.mark.parametrize("normalization", NORMS)
+@pytest.mark.parametrize("D", [2, 3])
+@pytest.mark.parametrize("lattice", [False, True])
+def test_window_on_point_clouds_goes_as_neighbour_lists(kind, normalization, D, lattice):
+    """A window max_d |p_j,d - p_i,d| <= w on D > 1 positions (no radius) runs over the lists of a
+    ball holding the window's cube; on an integer lattice the cube's corners lie exactly at
+    distance w sqrt(D) and must be kept."""
+    rng = np.random.default_rng(14)
+    op = make_op(kind, normalization, F64, D)
+    op.support = T.Support("full", window=1)
+    args = cloud_args(rng, F64, D, 2, 30, 26, True, lattice, "shared")
+    for key in ("positions", "source_positions"):
+        args[key] = np.round(args[key] * 2) if lattice else args[key] * 2
+    assert "window (in a radius ball) neighbour lists" in note_of(op, args)
+    assert_parity(op, args, F64, rng)
+
+
+@pytest.mark.parametrize("kind", ["dot", "mlp"])
 def test_softmax_row_whose_neighbours_all_have_zero_weight(kind):
     """Under softmax w_j = 0 excludes j: a query whose every neighbour has w = 0 attends nothing
     (zero integral, finite gradients equal to the dense ones; 0 * log-sum-exp = NaN must not leak)."""
@@ -140,15 +158,18 @@ def test_softmax_row_whose_neighbours_all_have_zero_weight(kind):
 
 
 @pytest.mark.parametrize("kind", ["dot", "mlp"])
-@pytest.mark.parametrize("case", ["2d", "3d_cross", "unsorted_1d", "per_batch_1d"])
+@pytest.mark.parametrize("case", ["2d", "3d_cross", "unsorted_1d", "per_batch_1d", "window_2d"])
 def test_neighbour_path_never_forms_a_dense_mask(kind, case, monkeypatch):
     """Forward and backward on the neighbour-list path call neither SupportPlan.dense_mask nor
     Support.mask (the N x M constructions), and the plan's note says it uses the lists."""
     rng = np.random.default_rng(9)
-    D = {"2d": 2, "3d_cross": 3}.get(case, 1)
+    D = {"2d": 2, "3d_cross": 3, "window_2d": 2}.get(case, 1)
     op = make_op(kind, "softmax", F64, D, radius=0.5)
     args = cloud_args(rng, F64, D, 2, 30, 25, case == "3d_cross", case == "per_batch_1d", "zeros")
-    assert "radius neighbour lists (CSR from a k-d tree" in note_of(op, args)
+    if case == "window_2d":
+        op.support = T.Support(window=1)
+        args["positions"] = args["positions"] * 4
+    assert "neighbour lists (CSR from a k-d tree" in note_of(op, args)
     x = itn.tensor(args.pop("x"), requires_grad=True)
     op.backend = "dense"
     expected = op(x, **args).data

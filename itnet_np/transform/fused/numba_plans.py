@@ -32,9 +32,11 @@ neighbour_mlp_numba.py), with the user's mask and softmax's w_j = 0 exclusions r
 pairs only (pair_lists.pair_lists); so neither 'numba' nor 'auto' forms N x M for a radius support.
 A 1-D causal / strictly causal / window support on unsorted or per-batch positions becomes row
 ranges once the sources are sorted (sorted_plan.py: one call per batch item, sources permuted).
-A user's explicit mask goes on as given (``band_of`` tightens the band to it): a user mask that is
-not a band is then the only dense mask on a fused path, besides a window without a radius on D > 1
-positions (and non-finite positions), which still falls back to the plan's dense mask.
+A window on D > 1 positions goes as neighbour lists too (``neighbour_lists``: the lists of a ball
+that holds the window's cube, the window applied to the listed pairs). A user's explicit mask goes
+on as given (``band_of`` tightens the band to it): a user mask that is not a band is then the only
+dense mask on a fused path (besides positions that are not finite, which fall back to the plan's
+dense mask).
 
 Declined (a Decline with the reason; 'auto' uses dense, an explicit backend='numba' raises
 ConfigError): arrays that are not NumPy (CuPy), a score_bias or a per-head mask for kernels other
@@ -45,6 +47,8 @@ gradient needs an N x M buffer), activations the raw MLP kernel lacks, ALiBi on 
 not the index grid, softmax weights with scale = 0. Accepted plans carry ``pays``: N M against the
 measured crossover MIN_PAIRS (``pays_from``; SDPA's calls go through the same plan).
 """
+import math
+
 import numpy as np
 
 from ...autograd import ops
@@ -57,6 +61,7 @@ from ..kernels.stencil import StencilKernel
 from ..normalization import ratio_or_zero
 from ..planner import Decline, Plan
 from ..positions import GRID_TOL
+from ..support import Support
 from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp, neighbour_attention, neighbour_mlp
 from .pair_lists import pair_lists
@@ -134,12 +139,20 @@ def support_args(support):
 
 
 def neighbour_lists(support):
-    """The support's radius neighbour lists (neighbours.Neighbours, SupportPlan.neighbours: built once
-    per plan) when neither the index band nor the row ranges describe it (D > 1, unsorted 1-D or
-    per-batch positions); None otherwise (or without a radius)."""
+    """The support as neighbour lists (neighbours.Neighbours) when neither the index band nor the row
+    ranges describe it: a radius support's own (SupportPlan.neighbours, cached by the plan; D > 1,
+    unsorted 1-D or per-batch positions), or a window max_d |p_j,d - p_i,d| <= w on D > 1 positions
+    as the lists of the same support with the ball of radius w sqrt(D) (which holds the window's
+    cube) added: the window is then applied to the listed pairs, so the support is unchanged.
+    None otherwise. Call once per call (the window case builds its lists each time)."""
     if support.index_band() is not None or support.row_ranges() is not None:
         return None
-    return support.neighbours()
+    lists, sup, dim = support.neighbours(), support.support, support.query_positions.shape[-1]
+    if lists is None and sup.radius is None and sup.window is not None and dim > 1:
+        reach = sup.window * math.sqrt(dim) * (1 + 1e-9)         # margin: the cube's corners stay inside
+        lists = Support(sup.kind, sup.window, reach).plan(support.query_positions,
+                                                          support.source_positions).neighbours()
+    return lists
 
 
 def plan(call):
@@ -184,12 +197,15 @@ def _plan_dot(call):
     return _tiled(call, "dot", "fused attention tiles (FlashAttention-2)")
 
 
-def describe_support(support):
-    """The support as the raw kernels will see it, in words."""
-    band, lists = support.index_band(), neighbour_lists(support)
+def describe_support(support, lists=False):
+    """The support as the raw kernels will see it, in words (``lists``: neighbour_lists(support) if
+    the caller has it)."""
+    band = support.index_band()
+    lists = neighbour_lists(support) if lists is False else lists
     if lists is not None:
         n = max(support.n, 1) * lists.batch
-        text = (f"radius neighbour lists (CSR from a k-d tree: {lists.indices.size} pairs, "
+        ball = "radius" if support.support.radius is not None else "window (in a radius ball)"
+        text = (f"{ball} neighbour lists (CSR from a k-d tree: {lists.indices.size} pairs, "
                 f"{lists.indices.size / n:.1f} per query)")
     elif band is None and support.row_ranges() is not None:
         text = "per-row source ranges [lo_i, hi_i) of the support"
@@ -221,12 +237,12 @@ def _tiled(call, family, what):
         mask = call.support.mask                       # (1|B, N, M) -> (1|B, 1, N, M); per head as given
         mask = mask[:, None] if mask is not None and mask.ndim == 3 else mask
         return Plan(NAME, lambda: run(call, False, None, mask, None, lists),
-                    f"{what} over {describe_support(call.support)}", pays, why_not)
+                    f"{what} over {describe_support(call.support, lists)}", pays, why_not)
     if sorts_into_ranges(call.support):
         return Plan(NAME, lambda: run_sorted(call, lambda sub: run(sub, *support_args(sub.support))),
-                    f"{what} over {describe_support(call.support)}", pays, why_not)
+                    f"{what} over {describe_support(call.support, None)}", pays, why_not)
     return Plan(NAME, lambda: run(call, *support_args(call.support)),
-                f"{what} over {describe_support(call.support)}", pays, why_not)
+                f"{what} over {describe_support(call.support, None)}", pays, why_not)
 
 
 def _dot(call, causal, window, mask, ranges, lists=None):
