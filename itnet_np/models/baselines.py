@@ -12,7 +12,6 @@
   another resolution: any N other than ``grid_size`` raises ShapeError (it cannot re-discretise).
 """
 import itertools
-import math
 
 import numpy as np
 
@@ -21,33 +20,20 @@ from ..autograd.tensor import Tensor
 from ..errors import ConfigError, ShapeError
 from ..nn import functional as F
 from ..nn import init
+from ..nn.conv import Conv1d, Conv2d
 from ..nn.layers import MLP, Embedding, LayerNorm, Linear, ModuleList, _dtype
 from ..nn.module import Module, Parameter
 from ..nn.normalization import BatchNorm1d, BatchNorm2d
 from ..nn.pooling import MaxPool1d, MaxPool2d
+from ..nn.recurrent import GRU
 from ..transform import DotProductKernel, IntegralTransform
-from .gru import GRU
 from .itnet import _seed, pool
 
 
-class Conv(Module):
-    """Conv over dim = 1 or 2 spatial axes, torch layout: weight (C_out, C_in, k[, k]), 'same' padding,
-    initialised as torch's Conv (kaiming_uniform_ a = sqrt(5), bias U(+-1/sqrt(fan_in)))."""
-
-    def __init__(self, dim, in_channels, out_channels, kernel_size=3, bias=True, rng=None, dtype=None):
-        super().__init__()
-        dtype, rng = _dtype(dtype), init._generator(rng)
-        self.dim = dim
-        self.weight = Parameter(np.empty((out_channels, in_channels) + (kernel_size,) * dim, dtype))
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), rng=rng)
-        self.bias = None
-        if bias:
-            bound = 1.0 / math.sqrt(in_channels * kernel_size ** dim)
-            self.bias = Parameter(rng.uniform(-bound, bound, size=(out_channels,)).astype(dtype))
-
-    def forward(self, x):
-        conv = F.conv1d if self.dim == 1 else F.conv2d
-        return conv(x, self.weight, self.bias, padding="same")
+def _conv(dim, in_channels, out_channels, kernel_size=3, bias=True, rng=None, dtype=None):
+    """nn.Conv1d (dim 1) or nn.Conv2d (dim 2) with 'same' padding."""
+    layer = Conv1d if dim == 1 else Conv2d
+    return layer(in_channels, out_channels, kernel_size, padding="same", bias=bias, rng=rng, dtype=dtype)
 
 
 def _check_dim(name, dim):
@@ -61,9 +47,9 @@ class ResidualBlock(Module):
     def __init__(self, dim, width, rng, dtype):
         super().__init__()
         BN = BatchNorm1d if dim == 1 else BatchNorm2d
-        self.conv1 = Conv(dim, width, width, bias=False, rng=_seed(rng), dtype=dtype)
+        self.conv1 = _conv(dim, width, width, bias=False, rng=_seed(rng), dtype=dtype)
         self.bn1 = BN(width, dtype=dtype)
-        self.conv2 = Conv(dim, width, width, bias=False, rng=_seed(rng), dtype=dtype)
+        self.conv2 = _conv(dim, width, width, bias=False, rng=_seed(rng), dtype=dtype)
         self.bn2 = BN(width, dtype=dtype)
 
     def forward(self, x):
@@ -80,7 +66,7 @@ class ResNetCNN(Module):
         rng, dtype = init._generator(rng), _dtype(dtype)
         self.dim, self.in_channels = dim, int(in_channels)
         BN, Pool = (BatchNorm1d, MaxPool1d) if dim == 1 else (BatchNorm2d, MaxPool2d)
-        self.stem = Conv(dim, in_channels, width, bias=False, rng=_seed(rng), dtype=dtype)
+        self.stem = _conv(dim, in_channels, width, bias=False, rng=_seed(rng), dtype=dtype)
         self.bn = BN(width, dtype=dtype)
         self.blocks = ModuleList([ResidualBlock(dim, width, rng, dtype) for _ in range(stages)])
         self.pool = Pool(2)
@@ -119,34 +105,51 @@ class TransformerBlock(Module):
 
 class Transformer(Module):
     """``Transformer(vocab, num_classes, width=32, depth=2, heads=2, max_length=512, ffn_mult=2,
-    pad_index=None, ...)``: (B, T) tokens -> logits (B, classes); ``pad_index`` tokens get no attention
-    and are left out of the pooling (the key-padding mask, as per-source weights 0)."""
+    pad_index=None, in_features=None, ...)``: (B, T) tokens -> logits (B, classes); ``pad_index``
+    tokens get no attention and are left out of the pooling (the key-padding mask, as per-source
+    weights 0). With ``vocab=None, in_features=I`` it reads real sequences (B, T, I) through a Linear
+    embedding instead (1-D signals as sequences of samples)."""
 
     def __init__(self, vocab, num_classes, width=32, depth=2, heads=2, max_length=512, ffn_mult=2,
-                 pad_index=None, backend="auto", rng=None, dtype=None):
+                 pad_index=None, in_features=None, backend="auto", rng=None, dtype=None):
         super().__init__()
+        if (vocab is None) == (in_features is None):
+            raise ConfigError("Transformer: give exactly one of vocab (token input) or in_features "
+                              f"(real input), got vocab={vocab!r}, in_features={in_features!r}")
+        if pad_index is not None and vocab is None:
+            raise ConfigError("Transformer: pad_index needs token input (vocab)")
         self.pad_index = None if pad_index is None else int(pad_index)
+        self.in_features = None if in_features is None else int(in_features)
         rng, dtype = init._generator(rng), _dtype(dtype)
         if width % heads:
             raise ConfigError(f"Transformer: width={width} is not divisible by heads={heads}")
         self.max_length = int(max_length)
-        self.embed = Embedding(vocab, width, dtype=dtype, rng=_seed(rng))
+        self.embed = (Embedding(vocab, width, dtype=dtype, rng=_seed(rng)) if vocab is not None
+                      else Linear(self.in_features, width, dtype=dtype, rng=_seed(rng)))
         self.position = Parameter(rng.normal(0.0, 0.02, size=(self.max_length, width)).astype(dtype))
         self.blocks = ModuleList([TransformerBlock(width, heads, ffn_mult, rng, dtype, backend)
                                   for _ in range(depth)])
         self.norm = LayerNorm(width, dtype=dtype)
         self.head = Linear(width, num_classes, dtype=dtype, rng=_seed(rng))
 
-    def forward(self, tokens):
-        tokens = tokens.data if isinstance(tokens, Tensor) else np.asarray(tokens)
-        if tokens.ndim != 2 or tokens.dtype.kind not in "iu" or tokens.shape[1] > self.max_length:
-            raise ShapeError(f"Transformer: tokens must be integers (B, T) with T <= {self.max_length}, "
-                             f"got {tokens.dtype} array of shape {tokens.shape}")
-        weights = None if self.pad_index is None else (tokens != self.pad_index).astype(self.position.dtype)
-        x = self.embed(tokens) + self.position[: tokens.shape[1]]
+    def forward(self, x):
+        weights = None
+        if self.in_features is not None:
+            s = tuple(x.shape)
+            if len(s) != 3 or s[2] != self.in_features or s[1] > self.max_length:
+                raise ShapeError(f"Transformer: x must be (B, T, {self.in_features}) with T <= {self.max_length}, "
+                                 f"got shape {s}")
+        else:
+            x = x.data if isinstance(x, Tensor) else np.asarray(x)
+            if x.ndim != 2 or x.dtype.kind not in "iu" or x.shape[1] > self.max_length:
+                raise ShapeError(f"Transformer: tokens must be integers (B, T) with T <= {self.max_length}, "
+                                 f"got {x.dtype} array of shape {x.shape}")
+            if self.pad_index is not None:
+                weights = (x != self.pad_index).astype(self.position.dtype)
+        h = self.embed(x) + self.position[: x.shape[1]]
         for block in self.blocks:
-            x = block(x, weights)
-        return self.head(self.norm(pool(x, weights)))
+            h = block(h, weights)
+        return self.head(self.norm(pool(h, weights)))
 
 
 class GRUClassifier(Module):
@@ -195,7 +198,7 @@ class GridCNN(Module):
         rng, dtype = init._generator(rng), _dtype(dtype)
         self.in_channels, self.grid_size = int(in_channels), int(grid_size)
         sizes = [in_channels] + [width] * depth + [out_channels]
-        self.convs = ModuleList([Conv(1, a, b, kernel_size, rng=_seed(rng), dtype=dtype)
+        self.convs = ModuleList([_conv(1, a, b, kernel_size, rng=_seed(rng), dtype=dtype)
                                  for a, b in itertools.pairwise(sizes)])
 
     def forward(self, values, positions=None):

@@ -1,12 +1,12 @@
-"""GRU layer against an explicit NumPy loop of torch's equations (gate order r, z, n), against the
-proofs' independent gru_ref, and by central differences."""
+"""nn.GRU and nn.GRUCell against an explicit float64 loop of torch's published equations (gate order
+r, z, n), against the proofs' independent gru_ref, and by central differences."""
 import numpy as np
 import pytest
 from itnet_np.proofs.reference.recurrent import gru_ref
 
 import itnet_np as itn
 from itnet_np.errors import ShapeError
-from itnet_np.models import GRU
+from itnet_np.nn import GRU, GRUCell
 
 
 def _sigmoid(v):
@@ -77,3 +77,51 @@ def test_gru_shape_errors():
         gru(np.zeros((2, 4, 5), np.float32))
     with pytest.raises(ShapeError, match="h0"):
         gru(np.zeros((2, 4, 2), np.float32), np.zeros((3, 3), np.float32))
+
+
+def test_gru_cell_is_one_step_of_the_loop():
+    rng = np.random.default_rng(5)
+    cell = GRUCell(3, 4, rng=7, dtype="float64")
+    x, h = rng.normal(size=(2, 3)), rng.normal(size=(2, 4))
+    w = [p.data for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+    want, _ = _loop(x[:, None], h, *w)
+    np.testing.assert_allclose(cell(itn.tensor(x), itn.tensor(h)).data, want[:, 0], rtol=0, atol=1e-12)
+    want0, _ = _loop(x[:, None], np.zeros((2, 4)), *w)
+    np.testing.assert_allclose(cell(itn.tensor(x)).data, want0[:, 0], rtol=0, atol=1e-12)
+
+
+def test_gru_equals_its_cell_stepped_over_time():
+    """GRU and GRUCell built from the same seed hold the same weights; T cell steps = the GRU."""
+    rng = np.random.default_rng(6)
+    gru, cell = GRU(2, 3, rng=4, dtype="float64"), GRUCell(2, 3, rng=4, dtype="float64")
+    x = rng.normal(size=(3, 5, 2))
+    out, _ = gru(itn.tensor(x))
+    h = None
+    for t in range(5):
+        h = cell(itn.tensor(x[:, t]), h)
+        np.testing.assert_allclose(out.data[:, t], h.data, rtol=0, atol=1e-13)
+
+
+def test_gru_cell_gradcheck_and_no_bias():
+    rng = np.random.default_rng(1)
+    cell = GRUCell(2, 3, bias=False, rng=0, dtype="float64")
+    assert cell.bias_ih is None and len(list(cell.parameters())) == 2
+    x, h = rng.normal(size=(2, 2)), rng.normal(size=(2, 3))
+
+    def f(x, h, w_ih, w_hh):
+        with itn.nn.override_parameters(cell, {"weight_ih": w_ih, "weight_hh": w_hh}):
+            return cell(x, h)
+
+    assert itn.gradcheck(f, [x, h, cell.weight_ih.data, cell.weight_hh.data])
+    want, _ = _loop(x[:, None], h, cell.weight_ih.data, cell.weight_hh.data, np.zeros(9), np.zeros(9))
+    np.testing.assert_allclose(cell(itn.tensor(x), itn.tensor(h)).data, want[:, 0], rtol=0, atol=1e-12)
+
+
+def test_gru_cell_shape_errors():
+    cell = GRUCell(2, 3, rng=0)
+    with pytest.raises(ShapeError, match=r"\(B, 2\)"):
+        cell(np.zeros((4, 5), np.float32))
+    with pytest.raises(ShapeError, match="h0 must be"):
+        cell(np.zeros((4, 2), np.float32), np.zeros((4, 2), np.float32))
+    with pytest.raises(ShapeError, match="no time steps"):
+        GRU(2, 3, rng=0)(np.zeros((4, 0, 2), np.float32))
