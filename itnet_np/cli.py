@@ -30,7 +30,7 @@ from collections import namedtuple
 from ._version import __version__
 
 # Modules that register more subcommands when imported (plug-ins; the built-in ones are below).
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("itnet_np.cli_train",)   # train, eval, plot
 
 _Command = namedtuple("_Command", "name help arguments run")
 _COMMANDS = {}

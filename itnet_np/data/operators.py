@@ -130,6 +130,18 @@ def make_burgers(num_train=1000, num_test=200, resolution=32, fine=128, nu=0.1, 
     rng = np.random.default_rng(seed)
     u0 = burgers_initial(rng, num_train + num_test, fine)
     u1 = solve_burgers(u0, nu, t_final)
-    step = fine // resolution
-    u0, u1 = u0[:, ::step].astype(np.float32), u1[:, ::step].astype(np.float32)
-    return Dataset(u0[:num_train], u1[:num_train], u0[num_train:], u1[num_train:], grid_1d(resolution))
+    u0, u1 = u0.astype(np.float32), u1.astype(np.float32)
+    full = Dataset(u0[:num_train], u1[:num_train], u0[num_train:], u1[num_train:], grid_1d(fine))
+    return subsample(full, resolution)
+
+
+def subsample(data, resolution):
+    """An operator Dataset on grid j / R (R = its resolution) cut to every (R / resolution)-th point:
+    the same functions on the coarser grid j / resolution (ConfigError unless resolution divides R)."""
+    full = data.x_train.shape[1]
+    resolution = check_int("resolution", resolution, 1, full)
+    if full % resolution:
+        raise ConfigError(f"resolution must divide the data's resolution {full}, got {resolution}")
+    step = full // resolution
+    return Dataset(data.x_train[:, ::step], data.y_train[:, ::step], data.x_test[:, ::step],
+                   data.y_test[:, ::step], grid_1d(resolution), data.num_classes)

@@ -1,0 +1,183 @@
+"""Which models fit which task, and how to build them: the one table the CLI (``itnet train``) and the
+experiments script (bench/experiments.py) read.
+
+=============== ============== ========================================= =============================
+task            data set       models that fit (first: ITNet)            metric
+=============== ============== ========================================= =============================
+mnist1d         mnist1d        itnet, cnn (1-D ResNet), gru, transformer  accuracy
+digits          digits         itnet (2x2 patches), cnn (2-D ResNet)     accuracy
+listops         listops (256)  itnet, transformer, gru                   accuracy
+burgers         burgers        itnet (operator), cnn (grid CNN)          relative L2 (rel_l2)
+antiderivative  antiderivative itnet (operator), cnn (grid CNN)          relative L2 (rel_l2)
+=============== ============== ========================================= =============================
+
+ITNet is built at a named size (``ITNetConfig.named``, optionally an ablation); every baseline is
+built at the width whose parameter count is nearest ITNet's (``match_width``, within 20%), so the
+comparisons are at matched parameter counts. :func:`batch_inputs` turns a batch of a data set's
+arrays into the model's arguments, :func:`batch_target` the labels/targets into what the loss takes.
+
+Operator tasks are trained at ``resolution`` points; the data are generated once at 4x that
+resolution (``fine_resolution``) and subsampled, so :func:`load_task_data` can hand out the same
+functions at the training grid or at the 4x grid (discretisation invariance, ``itnet eval
+--resolution``). Token batches are cut after their longest real sequence (trailing padding carries
+weight 0 in every token model, so this changes no output, only the cost).
+"""
+import dataclasses
+
+import numpy as np
+
+from ..errors import ConfigError
+from .baselines import GridCNN, GRUClassifier, ResNetCNN, Transformer
+from .config import ABLATIONS, ITNetConfig
+from .itnet import itnet_for_functions, itnet_for_images, itnet_for_tokens
+from .params import count_parameters, match_width
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A task: its data set, modality ('signal', 'image', 'tokens', 'function'), kind ('classify' or
+    'regress'), the models that fit it, and the data options used (``data_options``)."""
+    name: str
+    dataset: str
+    modality: str
+    models: tuple
+    data_options: dict = dataclasses.field(default_factory=dict)
+    resolution: int | None = None        # operator tasks: the training grid
+
+    @property
+    def kind(self):
+        return "regress" if self.modality == "function" else "classify"
+
+    @property
+    def metric(self):
+        return "rel_l2" if self.kind == "regress" else "accuracy"
+
+
+TASKS = {
+    "mnist1d": Task("mnist1d", "mnist1d", "signal", ("itnet", "cnn", "gru", "transformer")),
+    "digits": Task("digits", "digits", "image", ("itnet", "cnn")),
+    "listops": Task("listops", "listops", "tokens", ("itnet", "transformer", "gru"),
+                    {"max_length": 256, "num_test": 250}),
+    "burgers": Task("burgers", "burgers", "function", ("itnet", "cnn"),
+                    {"num_train": 400, "num_test": 100, "resolution": 128, "fine": 128}, resolution=32),
+    "antiderivative": Task("antiderivative", "antiderivative", "function", ("itnet", "cnn"),
+                           {"num_train": 1000, "num_test": 200, "resolution": 256}, resolution=64),
+}
+PAD = 0  # the token id of padding in the token data sets (data.listops.PAD)
+
+
+def get_task(name):
+    """The :class:`Task` called ``name``; ConfigError naming the known ones otherwise."""
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def check_fits(task, model):
+    """ConfigError unless ``model`` fits ``task`` (the message lists the models that do)."""
+    task = get_task(task) if isinstance(task, str) else task
+    if model not in task.models:
+        raise ConfigError(f"model {model!r} does not fit task {task.name!r}; models that fit "
+                          f"{task.name}: {', '.join(task.models)}")
+
+
+def load_task_data(task, grid=None, cache=True, **options):
+    """The task's Dataset (``options`` override the task's data options, e.g. smaller sets for a
+    smoke test); operator tasks subsampled to ``grid`` points (default: the training grid)."""
+    from ..data import get_dataset
+    from ..data.operators import subsample
+    task = get_task(task) if isinstance(task, str) else task
+    data = get_dataset(task.dataset, cache=cache, **{**task.data_options, **options})
+    if task.modality == "function":
+        data = subsample(data, grid or task.resolution)
+    elif grid is not None:
+        raise ConfigError(f"task {task.name!r} has a fixed grid; a resolution applies to the operator tasks "
+                          f"({', '.join(n for n, t in TASKS.items() if t.modality == 'function')})")
+    return data
+
+
+def _out(task, data):
+    return data.num_classes if task.kind == "classify" else 1
+
+
+def _sequence_length(task, data):
+    return data.x_train.shape[1]
+
+
+def _baseline(task, model, data, width, seed):
+    """The baseline ``model`` of ``task`` at ``width`` (hidden size for the GRU)."""
+    out, m = _out(task, data), task.modality
+    if model == "cnn":
+        if m == "function":
+            return GridCNN(1, 1, data.x_train.shape[1], width=width, rng=seed)
+        return ResNetCNN(1, out, width=width, dim=2 if m == "image" else 1, rng=seed)
+    if model == "gru":
+        if m == "tokens":
+            return GRUClassifier(out, hidden=width, vocab=_vocab(data), pad_index=PAD, rng=seed)
+        return GRUClassifier(out, hidden=width, in_features=1, rng=seed)
+    if model == "transformer":
+        common = {"width": width, "depth": 2, "heads": 4, "max_length": _sequence_length(task, data), "rng": seed}
+        if m == "tokens":
+            return Transformer(_vocab(data), out, pad_index=PAD, **common)
+        return Transformer(None, out, in_features=1, **common)
+    raise ConfigError(f"no baseline called {model!r}")  # unreachable after check_fits
+
+
+def _vocab(data):
+    from ..data.listops import VOCAB
+    return len(VOCAB)
+
+
+def itnet_config(size="small", ablation=None):
+    """ITNetConfig.named(size), with the kernel inputs of ``ABLATIONS[ablation]`` when given."""
+    config = ITNetConfig.named(size)
+    if ablation is not None:
+        if ablation not in ABLATIONS:
+            raise ConfigError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}")
+        config = config.ablation(ablation)
+    return config
+
+
+def build_model(task, model, data, size="small", seed=0, ablation=None):
+    """The ``model`` for ``task`` on ``data``: ITNet at ``size`` (and ``ablation``), or a baseline
+    whose parameter count is matched (within 20%) to the full ITNet of that size."""
+    task = get_task(task) if isinstance(task, str) else task
+    check_fits(task, model)
+    if ablation is not None and model != "itnet":
+        raise ConfigError(f"--ablation applies to the itnet model only, not {model!r}")
+    config = itnet_config(size, ablation if model == "itnet" else None)
+    out, m = _out(task, data), task.modality
+    if model == "itnet":
+        if m == "image":
+            return itnet_for_images(1, out, config, patch=2, rng=seed)     # 8x8 -> 16 tokens
+        if m == "tokens":
+            return itnet_for_tokens(_vocab(data), out, config, max_length=_sequence_length(task, data),
+                                    pad_index=PAD, rng=seed)
+        return itnet_for_functions(1, out, config, task=task.kind, rng=seed)
+    target = count_parameters(build_model(task, "itnet", data, size, seed))
+    step = 4 if model == "transformer" else 1
+    _, net = match_width(lambda w: _baseline(task, model, data, w, seed), target,
+                         widths=range(step, 513, step), tolerance=0.2)
+    return net
+
+
+def batch_inputs(task, model, x, positions):
+    """The model's arguments for a batch ``x`` of the task's inputs (see the module docstring)."""
+    task = get_task(task) if isinstance(task, str) else task
+    m = task.modality
+    if m == "tokens":
+        length = max(int(np.max(np.flatnonzero((x != PAD).any(axis=0)), initial=0)) + 1, 1)
+        return (x[:, :length],)
+    if m == "image":
+        return (x[:, None],)                                             # (B, 1, H, W)
+    if m == "signal" and model == "cnn":
+        return (x[:, None],)                                             # (B, 1, L)
+    if model == "itnet" or m == "function":
+        return (x[..., None], positions[None])                           # values (B, N, 1), (1, N, 1)
+    return (x[..., None],)                                               # (B, T, 1) sequences
+
+
+def batch_target(task, y):
+    """Labels as they are (classification); targets (B, N) -> (B, N, 1) (regression)."""
+    task = get_task(task) if isinstance(task, str) else task
+    return y[..., None] if task.kind == "regress" else y
