@@ -47,26 +47,25 @@ def cross(entries, n, m, rank, rng=None, probe=64):
     the residual row norms. Stops early when the sampled residual vanishes (rank reached)."""
     rng = np.random.default_rng(rng)
     cols = np.sort(rng.choice(m, min(probe, m), replace=False))
-    sample = entries(np.arange(n), cols)                              # (B, H, n, probe)
-    phi, psi = [], []
+    resid = entries(np.arange(n), cols)                               # (B, H, n, probe), updated in place
+    floor = 1e-24 * max(float((resid ** 2).sum()), 1e-300)
+    phi = np.zeros(resid.shape[:2] + (n, 0))
+    psi = np.zeros(resid.shape[:2] + (m, 0))
     for _ in range(min(rank, n, m)):
-        fit = sum(p[..., None] * q[..., None, cols] for p, q in zip(phi, psi)) if phi else 0
-        resid = sample - fit
         weight = (resid ** 2).reshape(-1, n, len(cols)).sum((0, 2))
-        if weight.sum() <= 1e-24 * max((sample ** 2).sum(), 1e-300):
+        if weight.sum() <= floor:
             break
         i = rng.choice(n, p=weight / weight.sum())
-        row = entries(np.array([i]), np.arange(m))[..., 0, :] - sum(p[..., i, None] * q for p, q in zip(phi, psi))
+        row = entries(np.array([i]), np.arange(m))[..., 0, :] - np.einsum("bhr,bhmr->bhm", phi[:, :, i], psi)
         j = int(np.abs(row).reshape(-1, m).sum(0).argmax())
-        col = entries(np.arange(n), np.array([j]))[..., 0] - sum(p * q[..., j, None] for p, q in zip(phi, psi))
+        col = entries(np.arange(n), np.array([j]))[..., 0] - np.einsum("bhnr,bhr->bhn", phi, psi[:, :, j])
         pivot = row[..., j]
-        pivot = np.where(np.abs(pivot) > 1e-300, pivot, 1.0)
-        phi.append(col / pivot[..., None])
-        psi.append(row)
-    if not phi:
-        shape = sample.shape[:2]
-        return np.zeros(shape + (n, 1)), np.zeros(shape + (m, 1))
-    return np.stack(phi, -1), np.stack(psi, -1)
+        col = col / np.where(np.abs(pivot) > 1e-300, pivot, 1.0)[..., None]
+        phi, psi = np.concatenate([phi, col[..., None]], -1), np.concatenate([psi, row[..., None]], -1)
+        resid -= col[..., None] * row[..., None, cols]
+    if not phi.shape[-1]:
+        return np.zeros(phi.shape[:3] + (1,)), np.zeros(psi.shape[:3] + (1,))
+    return phi, psi
 
 
 def performer(q, k, rank, rng=None):

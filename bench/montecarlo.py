@@ -1,0 +1,290 @@
+"""Monte Carlo integration and low-rank factorisation against the exact fused kernel (issue 11):
+relative Frobenius error of the layer output against wall-clock time (forward, no grad, float32).
+
+Cases (1-D sequence, p_i = i / N, C = 16 features, H = 2 heads of width 8, self mode, full support):
+  smooth   MLPKernel(dp, Fourier F = 4, scale 3), 'none', quadrature 'mean'   (unbiased MC, control
+           variate, low rank: skeleton / cross / distilled / learned)      at N = 4096 and 16,384
+  softmax  MLPKernel(dp, Fourier F = 4 at scale 10, f_i, f_j), 'softmax'   (SNIS, proposals, exact
+           top-k, low rank of e^s under 'sum')                              at N = 4096
+  dot      DotProductKernel, 'softmax'                                      (SNIS, Performer, skeleton of e^s)
+                                                                            at N = 4096
+Every method's time includes everything it computes per forward (draws, proposals, landmarks).
+Low-rank students (rank 64) are fitted once at N = 1024 on the same input functions (150 Adam steps;
+their fit time is reported, not counted per forward) and reused at 4096 and 16,384 (the kernel is a function of p in [0, 1] and f, so it carries over).
+
+    python bench/montecarlo.py [--sizes 4096 16384] [--out bench/results/montecarlo]
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import machine
+
+import itnet_np as itn
+from itnet_np import transform as T
+from itnet_np.optim import Adam
+from itnet_np.transform.kernels.base import Points
+from itnet_np.transform.lowrank import approx
+from itnet_np.transform.lowrank.distill import distill
+from itnet_np.transform.montecarlo import MonteCarlo
+
+C, H, D = 16, 2, 8
+FIT_N, FIT_STEPS = 1024, 150
+F32 = np.float32
+
+
+def make(case, N, seed=0):
+    rng = np.random.default_rng(seed)
+    pos = (np.arange(N) / N)[:, None].astype(F32)
+    # input functions on [0, 1], as in operator learning: low-frequency waves plus a little noise
+    k, phase, offset = rng.uniform(0.3, 3, size=C), rng.uniform(0, 2 * np.pi, size=C), rng.normal(size=C)
+    x = (np.sin(2 * np.pi * k * pos + phase) + offset + 0.1 * rng.normal(size=(N, C)))[None].astype(F32)
+    if case == "dot":
+        kernel = T.DotProductKernel(C, heads=H, head_dim=D, rng=1)
+    elif case == "smooth":
+        kernel = T.MLPKernel(C, heads=H, hidden=32, inputs=("dp", "fourier"), fourier=4, frequency_scale=3.0, rng=1)
+    else:
+        kernel = T.MLPKernel(C, heads=H, hidden=32, inputs=("dp", "fourier", "fi", "fj"), fourier=4,
+                             frequency_scale=10.0, rng=1)
+    norm = "none" if case == "smooth" else "softmax"
+    layer = T.IntegralTransform(C, C, kernel, embed_dim=H * D, normalization=norm, bias=False, backend="numba",
+                                quadrature="mean" if norm == "none" else "uniform", rng=2)
+    return layer, x, pos
+
+
+def timed(fn, repeat):
+    out, best = None, math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def error(y, exact):
+    return float(np.linalg.norm(np.asarray(y, np.float64) - exact) / np.linalg.norm(exact))
+
+
+def apply_factors(layer, x, pos, phi, psi, mode):
+    """The layer output with the kernel (or e^s) replaced by phi psi^T ('none', or the 'sum' ratio)."""
+    B, N = x.shape[:2]
+    v = np.asarray(layer.values(itn.tensor(x)).data, np.float64)                   # (B, H, M, d)
+    if mode == "none":
+        y = np.einsum("bhnr,bhrd->bhnd", phi, np.einsum("bhmr,bhmd->bhrd", psi, v)) / N
+    else:
+        u = np.concatenate([v, np.ones(v.shape[:3] + (1,))], -1)
+        t = np.einsum("bhnr,bhrd->bhnd", phi, np.einsum("bhmr,bhmd->bhrd", psi, u))
+        y = t[..., :-1] / np.where(t[..., -1:] != 0, t[..., -1:], 1)
+    return y.transpose(0, 2, 1, 3).reshape(B, N, H * D) @ np.asarray(layer.W_O.data, np.float64).T
+
+
+def factor_method(layer, x, pos, how, rank, mode):
+    def run():
+        proj = layer.kernel.project(Points(itn.tensor(x), pos[None]), Points(itn.tensor(x), pos[None]))
+        entries = approx.kernel_entries(layer.kernel, proj, None if mode == "none" else _stable_exp)
+        N = x.shape[1]
+        if how == "skeleton":
+            phi, psi = approx.skeleton(entries, N, N, rank)
+        else:
+            phi, psi = approx.cross(entries, N, N, rank, rng=0)
+        return apply_factors(layer, x, pos, phi, psi, mode)
+    return run
+
+
+def _stable_exp(s):
+    return np.exp(s)
+
+
+def performer_method(layer, x, rank, seed=0):
+    def run():
+        proj = layer.kernel.project(Points(itn.tensor(x), None), Points(itn.tensor(x), None))
+        q = np.asarray(proj.query["q"].data, np.float64).transpose(0, 2, 1, 3) * math.sqrt(layer.kernel.scale)
+        k = np.asarray(proj.source["k"].data, np.float64).transpose(0, 2, 1, 3) * math.sqrt(layer.kernel.scale)
+        phi, psi = approx.performer(q, k, rank, rng=seed)
+        return apply_factors(layer, x, None, phi, psi, "sum")
+    return run
+
+
+def topk_method(layer, x, pos, k, block=256):
+    def run():
+        proj = layer.kernel.project(Points(itn.tensor(x), pos[None]), Points(itn.tensor(x), pos[None]))
+        entries = approx.kernel_entries(layer.kernel, proj)
+        v = np.asarray(layer.values(itn.tensor(x)).data, np.float64)
+        N = x.shape[1]
+        out = np.zeros((1, H, N, D))
+        for i0 in range(0, N, block):
+            s = entries(np.arange(i0, min(i0 + block, N)), np.arange(N))              # (1, H, b, N)
+            top = np.argpartition(-s, k - 1, axis=-1)[..., :k]
+            st = np.take_along_axis(s, top, -1)
+            p = np.exp(st - st.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            out[:, :, i0:i0 + s.shape[2]] = np.einsum("bhnk,bhnkd->bhnd", p, _gather(v, top))
+        return out.transpose(0, 2, 1, 3).reshape(1, N, H * D) @ np.asarray(layer.W_O.data, np.float64).T
+    return run
+
+
+def _gather(v, idx):
+    """v (1, H, M, d) at idx (1, H, b, k) -> (1, H, b, k, d)."""
+    return np.stack([v[0, h][idx[0, h]] for h in range(v.shape[1])])[None]
+
+
+def student_layer(layer, rank, mode, hidden=64):
+    kernel = T.LowRankKernel(C, heads=H, feature_dim=rank, inputs=("p", "fourier", "f"), hidden=hidden,
+                             frequencies=layer.kernel.frequencies, feature_map="identity" if mode == "none" else "softplus",
+                             rng=3)
+    out = T.IntegralTransform(C, C, kernel, embed_dim=H * D, normalization=mode, bias=False, backend="lowrank",
+                              quadrature="mean" if mode == "none" else "uniform", rng=2)
+    out.W_V.data[:] = layer.W_V.data
+    out.W_O.data[:] = layer.W_O.data
+    return out
+
+
+def fit_students(layer, x, pos, exact, rank, mode, steps):
+    """(distilled layer, learned layer, fit seconds): distilled on kernel values (e^s for softmax),
+    learned by regression of the layer output on the exact output."""
+    t0 = time.perf_counter()
+    distilled = student_layer(layer, rank, mode)
+    pts = Points(x, pos[None])
+    distill(distilled.kernel, layer.kernel, pts, steps=steps, rows=128, cols=128, lr=3e-3,
+            transform=None if mode == "none" else _stable_exp)
+    t_distill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    learned = student_layer(layer, rank, mode)
+    params = [p for n, p in learned.named_parameters() if n.startswith("kernel.")]
+    opt = Adam(params, lr=3e-3)
+    target, scale = exact.astype(F32), float(np.mean(exact ** 2))
+    for _ in range(steps):
+        y = learned(itn.tensor(x), pos)
+        loss = itn.mean((y - target) ** 2) / scale
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return distilled, learned, {"distill_s": t_distill, "learn_s": time.perf_counter() - t0}
+
+
+def run_case(case, N, students, quick):
+    layer, x, pos = make(case, N)
+    xt = itn.tensor(x)
+    with itn.no_grad():
+        layer(itn.tensor(x[:, :256]), pos[:256])                     # compile / warm at a small size
+        exact_y, t_exact = timed(lambda: layer(xt, pos).data, 1)
+    exact = np.asarray(exact_y, np.float64)
+    rows = [{"method": "exact fused", "param": N, "time": t_exact, "error": 0.0}]
+    print(f"[{case} N={N}] exact fused {t_exact:.2f} s", flush=True)
+
+    def record(method, param, fn, repeat=1, seeds=(0,)):
+        errs, times = [], []
+        for seed in seeds:
+            with itn.no_grad():
+                y, t = timed(lambda seed=seed: fn(seed), repeat)
+            errs.append(error(y, exact))
+            times.append(t)
+        row = {"method": method, "param": param, "time": float(np.median(times)), "error": float(np.mean(errs)),
+               "mse": float(np.mean(np.square(errs)))}
+        rows.append(row)
+        print(f"  {method:>24} {param:>6}: {row['time']:.3f} s  err {row['error']:.3e}", flush=True)
+
+    def mc(samples, proposal="uniform", cv=False, rank=16):
+        def fn(seed):
+            layer.integration = MonteCarlo(samples=samples, proposal=proposal, control_variate=cv, rank=rank,
+                                           seed=seed)
+            try:
+                return layer(xt, pos).data
+            finally:
+                layer.integration = "exact"
+        return fn
+
+    sizes = [N // 64, N // 16] if quick else [N // 64, N // 16, N // 4]
+    seeds = (0, 1)
+    proposals = ["uniform", "stratified", "proxy"] if quick else ["uniform", "stratified", "locality", "proxy"]
+    for S in sizes:
+        for proposal in proposals:
+            record(f"MC {proposal}" + (" (SNIS)" if case != "smooth" else ""), S, mc(S, proposal), seeds=seeds)
+        if case == "smooth":
+            for rank in (16,) if quick else (16, 64):
+                record(f"MC uniform + CV r{rank}", S, mc(S, "uniform", True, rank), seeds=seeds)
+    mode = "none" if case == "smooth" else "sum"
+    if case in ("smooth", "softmax"):
+        for rank in (16, 64):
+            for how in ("skeleton",) if quick or rank > 16 else ("skeleton", "cross"):
+                fn = factor_method(layer, x, pos, how, rank, mode)
+                record(f"low rank {how}", rank, lambda seed, fn=fn: fn())
+        if case == "softmax":
+            for k in (N // 16,):
+                fn = topk_method(layer, x, pos, k)
+                record("exact top-k", k, lambda seed, fn=fn: fn())
+        key = (case, 64)
+        if key not in students:                       # fitted once, on the same functions at N = 1024
+            small, xs, ps = make(case, FIT_N)
+            with itn.no_grad():
+                target = np.asarray(small(itn.tensor(xs), ps).data, np.float64)
+            students[key] = fit_students(small, xs, ps, target, 64, mode, steps=FIT_STEPS)
+        distilled, learned, fit = students[key]
+        for name, student in (("distilled r64", distilled), ("learned r64", learned)):
+            record(name, 64, lambda seed, s=student: s(xt, pos).data, repeat=2)
+            rows[-1].update(fit)
+    else:
+        for rank in (16, 64, 256):
+            record("Performer", rank, lambda seed, r=rank: performer_method(layer, x, r, seed)(), seeds=seeds)
+        for rank in (16, 64):
+            record("low rank skeleton", rank, lambda seed, r=rank: factor_method(layer, x, pos, "skeleton", r, "sum")())
+    return rows
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = list(results)
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        rows = results[key]
+        t_exact = rows[0]["time"]
+        methods = sorted({r["method"] for r in rows[1:]})
+        for m in methods:
+            pts = sorted((r["time"], r["error"]) for r in rows if r["method"] == m and r["error"] > 0)
+            if pts:
+                ax.loglog(*zip(*pts), "o-" if m.startswith("MC") else "s--", label=m, ms=4)
+        ax.axvline(t_exact, color="k", lw=1, label="exact fused (time)")
+        ax.axhline(1e-2, color="grey", lw=0.8, ls=":")
+        mc = [r for r in rows if r["method"].startswith("MC uniform") and "CV" not in r["method"]]
+        if mc:
+            t0, e0 = min((r["time"], r["error"]) for r in mc)
+            ts = np.array([t0, t0 * 100])
+            ax.loglog(ts, e0 * (ts / t0) ** -0.5, "k:", lw=1, label="slope -1/2")
+        ax.set_title(key)
+        ax.set_xlabel("wall-clock time per forward (s)")
+        ax.set_ylabel("relative Frobenius error")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "montecarlo"))
+    args = ap.parse_args()
+    results, students = {}, {}
+    for N in args.sizes:
+        cases = ["smooth", "softmax", "dot"] if N <= 4096 else ["smooth"]
+        for case in cases:
+            results[f"{case} N={N}"] = run_case(case, N, students, quick=N > 4096)
+    record = {"machine": machine(), "results": results,
+              "fit": {f"{k[0]} r{k[1]}": v[2] for k, v in students.items()}}
+    tmp = args.out + ".json.tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, args.out + ".json")
+    plot(results, args.out + ".png")
+    print("wrote", args.out + ".json", args.out + ".png")
+
+
+if __name__ == "__main__":
+    main()
