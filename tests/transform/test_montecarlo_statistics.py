@@ -99,4 +99,4 @@ def test_implementation_mean_is_the_exact_snis_expectation():
     mean, se = heads.mean(0), heads.std(0, ddof=1) / math.sqrt(R)
     assert np.all(np.abs(mean - exact_mean) <= _band(mean.size) * se)
     exact = np.einsum("hnm,hmd->hnd", np.exp(s), v) / np.exp(s).sum(-1)[..., None]
-    assert np.abs(exact_mean - exact).max() > 0
+    assert np.any(np.abs(mean - exact) > _band(mean.size) * se)       # the band resolves the bias
