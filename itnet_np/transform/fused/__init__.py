@@ -10,6 +10,10 @@
   gather over its taps, O(N·T·d) instead of the dense N x M matrix.
 - :mod:`scan_numba` / :mod:`scan_plan`: DecayKernel (diagonal SSM) and SelectiveKernel (Mamba) as
   O(N·state) recurrences, forward and reverse scans (decay factors from clock differences only).
+- :mod:`neighbour_attention_numba` / :mod:`neighbour_mlp_numba`: both kernels over CSR neighbour
+  lists (:mod:`pair_lists`; radius and D > 1 window supports on point clouds), O(N k) memory.
+- :mod:`sorted_plan`: 1-D band supports on unsorted or per-batch positions as row ranges over the
+  sources sorted by position.
 
 - :mod:`numba_plans`: the 'numba' backend of IntegralTransform, ``plan(call)`` (planner.py contract),
   mapping a call onto one of the engine ops above (engine_ops.py) or declining it with the reason.
