@@ -209,15 +209,20 @@ def train(config, out, resume=False, log=print):
     return 0
 
 
-def evaluate(out, resolution=None, batch_size=64):
-    """Test loss and metric of the run in ``out`` from its checkpoint (operator tasks: at ``resolution``)."""
+def evaluate(out, resolution=None, batch_size=64, force_grid=False):
+    """Test loss and metric of the run in ``out`` from its checkpoint (operator tasks: at ``resolution``).
+
+    The model is the one trained (built for the training data), so a grid CNN refuses another grid
+    (ShapeError). ``force_grid=True`` builds it for the evaluation grid instead and loads the same
+    weights: the CNN's stencil, in grid steps, then spans a 4x shorter interval at 4x the resolution
+    (what forcing a CNN onto another grid means; ITNet is the same model either way)."""
     from . import io
     from .data import DataLoader
     from .train import Trainer
 
     config = _read_json(os.path.join(out, CONFIG), "the run configuration")["config"]
     data = _data(config, resolution)
-    model, loss_fn, metric, metric_fn = build(config, data)
+    model, loss_fn, metric, metric_fn = build(config, data if force_grid else _data(config))
     state = io.load(os.path.join(out, CHECKPOINT))
     model.load_state_dict(state["trainer"]["model"])
     trainer = Trainer(model, None, loss_fn, progress=False)

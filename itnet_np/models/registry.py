@@ -61,7 +61,7 @@ TASKS = {
     "burgers": Task("burgers", "burgers", "function", ("itnet", "cnn"),
                     {"num_train": 400, "num_test": 100, "resolution": 128, "fine": 128}, resolution=32),
     "antiderivative": Task("antiderivative", "antiderivative", "function", ("itnet", "cnn"),
-                           {"num_train": 1000, "num_test": 200, "resolution": 256}, resolution=64),
+                           {"num_train": 1000, "num_test": 200, "resolution": 128}, resolution=32),
 }
 PAD = 0  # the token id of padding in the token data sets (data.listops.PAD)
 

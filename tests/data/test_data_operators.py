@@ -12,6 +12,7 @@ from itnet_np.data.operators import (
     make_burgers,
     random_fourier,
     solve_burgers,
+    subsample,
 )
 from itnet_np.errors import ConfigError
 
@@ -92,3 +93,17 @@ def test_burgers_dataset_resolutions():
         make_burgers(num_train=1, num_test=1, resolution=48, fine=64)
     with pytest.raises(ConfigError, match="nu"):
         make_burgers(num_train=1, num_test=1, nu=-0.1)
+
+
+def test_subsample_gives_the_data_generated_at_the_coarser_grid():
+    """subsample(data at 64 points, 16) == the generator run at 16 points (the same functions)."""
+    fine = make_antiderivative(num_train=3, num_test=2, resolution=64, fine=256, seed=4)
+    coarse = make_antiderivative(num_train=3, num_test=2, resolution=16, fine=256, seed=4)
+    cut = subsample(fine, 16)
+    for field in ("x_train", "y_train", "x_test", "y_test", "positions"):
+        np.testing.assert_array_equal(getattr(cut, field), getattr(coarse, field), err_msg=field)
+    assert cut.num_classes is None
+    with pytest.raises(ConfigError, match="must divide"):
+        subsample(fine, 24)
+    with pytest.raises(ConfigError, match="resolution"):
+        subsample(fine, 128)

@@ -111,6 +111,32 @@ def test_itnet_refuses_mismatched_encoder_and_task():
         models.ITNet(models.TokenEncoder(5, 16, rng=0), 2, models.ITNetConfig.named("tiny"), task="segment")
 
 
+def test_transformer_input_kinds_and_errors():
+    with pytest.raises(ConfigError, match="exactly one of vocab"):
+        models.Transformer(5, 2, in_features=1)
+    with pytest.raises(ConfigError, match="exactly one of vocab"):
+        models.Transformer(None, 2)
+    with pytest.raises(ConfigError, match="pad_index needs token input"):
+        models.Transformer(None, 2, in_features=1, pad_index=0)
+    real = models.Transformer(None, 2, width=8, heads=2, max_length=6, in_features=3, rng=0)
+    with pytest.raises(ShapeError, match=r"\(B, T, 3\) with T <= 6"):
+        real(np.zeros((2, 7, 3), np.float32))
+    with pytest.raises(ShapeError, match="tokens must be integers"):
+        models.Transformer(5, 2, width=8, heads=2, rng=0)(np.zeros((2, 4), np.float32))
+
+
+def test_registry_errors_name_what_fits():
+    from itnet_np.models import registry
+    with pytest.raises(ConfigError, match="unknown task 'nope'; known tasks: mnist1d"):
+        registry.get_task("nope")
+    with pytest.raises(ConfigError, match="models that fit digits: itnet, cnn"):
+        registry.check_fits("digits", "gru")
+    with pytest.raises(ConfigError, match="unknown ablation"):
+        registry.itnet_config("tiny", "no_everything")
+    with pytest.raises(ConfigError, match="itnet model only"):
+        registry.build_model("mnist1d", "cnn", None, ablation="no_dp")
+
+
 def test_kernel_inputs_constant_is_the_transform_one():
     assert set(models.ABLATIONS["full"]) <= set(INPUTS)
 

@@ -39,6 +39,8 @@ CASES = {
     "itnet_tokens": (lambda: models.itnet_for_tokens(5, 2, TINY, max_length=8, rng=0), (TOKENS,), TOKEN_LABELS, _ce, (16, 2)),
     "transformer": (lambda: models.Transformer(5, 2, width=8, depth=1, heads=2, max_length=8, rng=0), (TOKENS,),
                     TOKEN_LABELS, _ce, (16, 2)),
+    "transformer_signal": (lambda: models.Transformer(None, 2, width=8, depth=1, heads=2, max_length=12, in_features=1,
+                                                      rng=0), (SIGNALS.transpose(0, 2, 1),), SIGNAL_LABELS, _ce, (16, 2)),
     "gru_tokens": (lambda: models.GRUClassifier(2, hidden=8, vocab=5, rng=0), (TOKENS,), TOKEN_LABELS, _ce, (16, 2)),
     "gru_signal": (lambda: models.GRUClassifier(2, hidden=8, in_features=1, rng=0), (SIGNALS.transpose(0, 2, 1),),
                    SIGNAL_LABELS, _ce, (16, 2)),

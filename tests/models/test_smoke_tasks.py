@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from itnet_np import optim
-from itnet_np.models import registry
+from itnet_np.models import count_parameters, registry
 from itnet_np.train import Trainer, accuracy, relative_l2
 
 # Small versions of each task's data (the loaders' size arguments); ListOps at length <= 48 here.
@@ -45,6 +45,8 @@ def test_smoke_loss_falls_and_beats_the_trivial_predictor(task, model, datasets)
 
     data, spec = datasets[task], registry.TASKS[task]
     net = registry.build_model(task, model, data, size="tiny", seed=0)
+    reference = count_parameters(registry.build_model(task, "itnet", data, size="tiny", seed=0))
+    assert abs(count_parameters(net) - reference) <= 0.2 * reference          # matched parameter counts
     x, y = data.x_train[:BATCH], data.y_train[:BATCH]
     inputs, target = registry.batch_inputs(task, model, x, data.positions), registry.batch_target(task, y)
     regress = spec.kind == "regress"
