@@ -17,9 +17,16 @@ support S(i) (causal j <= i, |i - j| <= window, bool mask (B, H, N, M)-broadcast
 (sums over j in S(i); 'softmax' is the softmax of the logits s + log w, computed online without the
 log; it needs w >= 0). An empty row, or Z = 0 for 'sum', gives y = 0.
 
-Per pair the cost is O(K (1 + R) + H K + H dv): pre and act of a (TQ, TK) block are rows of K
-contiguous values (vectorised loops, one activation call per block), s = W2 act^T and the value
-products are BLAS gemms. One task per (b, query tile); all heads share the pair block.
+Per pair the cost is O(K (1 + R) + H K + H dv). Layout: every inner loop runs over a run of
+sources (up to TK contiguous j of one query row i), so the loops vectorise whatever K, H and dv
+are (loops over K = 16 or dv = 16 would be too short for 8-lane vectors): the sources' b, y and v
+come transposed, (K, M), (R, M), (dv, M). Per query row i and source tile: pre[k, :] = a_ik + b_k +
+sum_r W_kr x_ir y_r and act(pre) in place, s[h, :] = b2_h + sum_k W2_hk act[k, :], the online
+softmax (or sums) on s[h, :], and y^h_i += sum_j e_j v^h_j as dv dot products over the run. The
+softmax shift m moves only when a logit exceeds it by more than LAZY (exp(s - m) <= e^LAZY, exact
+after the division by the sum), so a run costs one vectorised compare instead of a max. No
+BLAS calls (their per-call cost dominated the small tiles). The TQ query rows of a task share each
+source tile while it is in cache. All arithmetic is in the data's dtype (typed constants).
 
 Backward recomputes the blocks. With dP^h_ij = dout^h_i . v^h_j, D^h_i = dout^h_i . y^h_i and
 e_ij = exp(s_ij - stats_i):
@@ -33,18 +40,16 @@ One task per (b, query chunk): query-side gradients belong to the task's rows, s
 to a per-chunk copy, W / W2 / b2 to per-task partial sums, all reduced at the end (no races, no
 N x M buffers; see chunks_for).
 """
-import math
-
 import numba as nb
 import numpy as np
 
-from ..._numba import run_tasks
+from ..._numba import run_tasks, typed
 from ...errors import ConfigError, ShapeError
 from ._tiles import (
     ACTIVATIONS,
     JIT,
     NORMALIZATIONS,
-    activate_row,
+    activate,
     aligned_empty,
     broadcast4,
     check_float,
@@ -52,166 +57,174 @@ from ._tiles import (
     clipped_row_bands,
     code_of,
     fexp,
-    pad_rows,
     ranges_of,
     scale_by_activation_grad,
     tile_band,
     window_of,
 )
 
-TQ = 16   # query rows per tile
-TK = 32   # source rows per tile: TQ*TK pairs of K values in scratch
+TQ = 16    # query rows per task; they share each source tile while it is in cache
+TK = 256   # sources per tile (one run of the vectorised loops)
+LAZY = 8   # the online softmax moves its shift only for logits above shift + LAZY
 
 __all__ = ["mlp_backward", "mlp_forward"]
 
 
 @nb.njit(**JIT)
-def _pairs(a, b, x, y, WT, bi, i0, j0, lo, hi, code, pre, act):
-    """pre and act(pre) of the (TQ, TK) block, pair ii*TK + jj in row ii*TK + jj (K contiguous);
-    pairs outside the band stay 0 (act(0) = 0 for every activation)."""
+def _pre(a, bT, x, yT, W, bi, i, js, n, pre):
+    """pre[k, :n] = a_ik + b_jk + sum_r W_kr x_ir y_jr for the sources j = js .. js + n - 1."""
     K, R = a.shape[2], x.shape[2]
-    for ii in range(TQ):
-        ai, xi = a[bi, i0 + ii], x[bi, i0 + ii]
-        for jj in range(TK):
-            p = pre[ii * TK + jj]
-            j = j0 + jj
-            if j < lo[ii] or j >= hi[ii]:
-                p[:] = 0
-                continue
-            bj, yj = b[bi, j], y[bi, j]
-            for kk in range(K):
-                p[kk] = ai[kk] + bj[kk]
-            for r in range(R):
-                c = xi[r] * yj[r]
-                wr = WT[r]
-                for kk in range(K):
-                    p[kk] += c * wr[kk]
-    act[:] = pre
-    activate_row(act.reshape(-1), code)     # one call over the block: vectorised, no per-pair calls
+    for kk in range(K):
+        aik, brow, prow = a[bi, i, kk], bT[bi, kk, js:js + n], pre[kk]
+        for jj in range(n):
+            prow[jj] = aik + brow[jj]
+        for r in range(R):
+            c, yrow = W[kk, r] * x[bi, i, r], yT[bi, r, js:js + n]
+            for jj in range(n):
+                prow[jj] += c * yrow[jj]
 
 
 @nb.njit(**JIT)
-def _logits(row, srow, b2h, j0, lo_i, hi_i, mrow, mstep, use_mask):
-    """row[jj] = s_ij + b2_h for the source j0 + jj in S(i), else -inf."""
-    for jj in range(TK):
-        j = j0 + jj
-        keep = (j >= lo_i) & (j < hi_i)
-        if use_mask:
-            keep = keep & mrow[min(j, mrow.shape[0] - 1) * mstep]
-        row[jj] = srow[jj] + b2h if keep else -np.inf
+def _scores(act, W2, b2, n, s):
+    """s[h, :n] = b2_h + sum_k W2_hk act[k, :n]."""
+    for h in range(W2.shape[0]):
+        srow = s[h]
+        for jj in range(n):
+            srow[jj] = b2[h]
+        for kk in range(W2.shape[1]):
+            c, arow = W2[h, kk], act[kk]
+            for jj in range(n):
+                srow[jj] += c * arow[jj]
 
 
 @nb.njit(**JIT)
-def _mask_row(mask, bi, h, i):
-    """The mask row of (b, h, i) over the sources, and its stride (0 when broadcast over j)."""
-    mrow = mask[bi if mask.shape[0] > 1 else 0, h if mask.shape[1] > 1 else 0,
-                min(i, mask.shape[2] - 1) if mask.shape[2] > 1 else 0]
-    return mrow, (1 if mask.shape[3] > 1 else 0)
+def _apply_mask(mask, srow, bi, h, i, js, n, use_mask):
+    """srow[jj] = -inf where the mask excludes source js + jj."""
+    if use_mask:
+        mrow = mask[bi if mask.shape[0] > 1 else 0, h if mask.shape[1] > 1 else 0,
+                    min(i, mask.shape[2] - 1) if mask.shape[2] > 1 else 0]
+        ninf = typed(-np.inf, srow)
+        if mask.shape[3] > 1:
+            mj = mrow[js:js + n]
+            for jj in range(n):
+                srow[jj] = srow[jj] if mj[jj] else ninf
+        elif not mrow[0]:
+            srow[:n] = ninf
 
 
 @nb.njit(**JIT)
-def _forward_tile(a, b, x, y, WT, W2, b2, v, w, bi, i0, cfg, mask, out, stats):
-    """One (b, query tile): pair blocks -> per-head logits -> online softmax / sums -> values."""
+def _row_max(row, n):
+    """max of row[:n] (-inf when empty); a NaN entry makes it NaN (max() would drop it)."""
+    mx = typed(-np.inf, row)
+    for jj in range(n):
+        r = row[jj]
+        mx = r if (r > mx) | (r != r) else mx  # noqa: PLR0124
+    return mx
+
+
+@nb.njit(**JIT)
+def _forward_tile(a, bT, x, yT, W, W2, b2, vT, w, bi, i0, cfg, mask, out, stats):
+    """One (b, query tile): source tiles -> per row pre/act -> per head logits -> online softmax
+    (or sums) -> values, accumulated in acc[h, ii, :]."""
     n_rows, n_cols, code, causal, window, mode, use_mask, ranges = cfg
-    K, H, dv = a.shape[2], b2.shape[0], v.shape[3]
+    K, H, dv = a.shape[2], b2.shape[0], vT.shape[2]
     rows = min(TQ, n_rows - i0)
-    pre = aligned_empty(TQ * TK, K, a)
-    act = aligned_empty(TQ * TK, K, a)
-    sc = aligned_empty(H, TQ * TK, a)       # s^h of pair p at sc[h, p]: contiguous over sources
-    p = aligned_empty(TQ, TK, a)
-    pv = aligned_empty(TQ, dv, a)
+    zero, one, ninf, lazy = typed(0, a), typed(1, a), typed(-np.inf, a), typed(LAZY, a)
+    pre = aligned_empty(K, TK, a)
+    act = aligned_empty(K, TK, a)
+    s = aligned_empty(H, TK, a)
     acc = np.zeros((H, TQ, dv), a.dtype)
-    m = np.full((H, TQ), -np.inf, a.dtype)
+    m = np.full((H, TQ), ninf, a.dtype)
     l = np.zeros((H, TQ), a.dtype)
-    alpha = np.ones(TQ, a.dtype)
     lo, hi = np.empty(TQ, np.int64), np.empty(TQ, np.int64)
     clipped_row_bands(i0, n_rows, n_cols, causal, window, ranges, lo, hi)
     jlo, jhi = tile_band(lo, hi, rows)
     for j0 in range((jlo // TK) * TK, jhi, TK):
-        _pairs(a, b, x, y, WT, bi, i0, j0, lo, hi, code, pre, act)
-        np.dot(W2, act.T, sc)
-        for h in range(H):
-            wrow = w[bi, h if w.shape[1] > 1 else 0, j0:j0 + TK]
-            for ii in range(TQ):
-                row = p[ii]
-                alpha[ii] = 1
-                if ii >= rows:
-                    row[:] = 0
-                    continue
-                mrow, mstep = _mask_row(mask, bi, h, i0 + ii)
-                _logits(row, sc[h, ii * TK:(ii + 1) * TK], b2[h], j0, lo[ii], hi[ii], mrow, mstep,
-                        use_mask)
-                tot = l[h, ii] * 0
+        for ii in range(rows):
+            i = i0 + ii
+            js, je = max(lo[ii], j0), min(hi[ii], j0 + TK)
+            n = je - js
+            if n <= 0:
+                continue
+            _pre(a, bT, x, yT, W, bi, i, js, n, pre)
+            for kk in range(K):
+                activate(pre[kk, :n], act[kk, :n], code)      # not in place: see activate
+            _scores(act, W2, b2, n, s)
+            for h in range(H):
+                srow = s[h]
+                _apply_mask(mask, srow, bi, h, i, js, n, use_mask)
+                wrow = w[bi, h if w.shape[1] > 1 else 0, js:je]
+                alpha, tot = one, zero
                 if mode == 0:
-                    mx = row[0]
-                    for jj in range(1, TK):
-                        r = row[jj]
-                        mx = r if (r > mx) | math.isnan(r) else mx  # NaN sticks (max() drops it)
-                    if mx == -np.inf:
-                        row[:] = 0
+                    # Lazy shift: keep m unless a logit exceeds it by more than LAZY (e^LAZY
+                    # headroom; an OR over the run vectorises, a max with NaN semantics does not).
+                    thr, over = m[h, ii] + lazy, False
+                    for jj in range(n):
+                        over |= (srow[jj] > thr) | (srow[jj] != srow[jj])
+                    mnew = m[h, ii]
+                    if over:
+                        mx = _row_max(srow, n)
+                        mnew = mnew if mx <= mnew else mx  # noqa: FURB136  (a NaN mx sticks)
+                        alpha = fexp(m[h, ii] - mnew)    # 0 on the first row seen
+                        m[h, ii] = mnew
+                    if mnew == ninf:
                         continue
-                    mnew = m[h, ii] if mx <= m[h, ii] else mx  # noqa: FURB136  (max() drops a NaN mx)
-                    alpha[ii] = fexp(m[h, ii] - mnew)       # 0 on the first seen tile
-                    m[h, ii] = mnew
-                    for jj in range(TK):
-                        e = wrow[jj] * fexp(row[jj] - mnew)
-                        row[jj] = e
+                    for jj in range(n):
+                        e = wrow[jj] * fexp(srow[jj] - mnew)
+                        srow[jj] = e
                         tot += e
-                    l[h, ii] = l[h, ii] * alpha[ii] + tot
+                    l[h, ii] = l[h, ii] * alpha + tot
                 else:
-                    for jj in range(TK):
-                        s = row[jj]
-                        s = wrow[jj] * s if s > -np.inf else 0
-                        row[jj] = s
-                        tot += s
+                    for jj in range(n):
+                        e = srow[jj]
+                        e = wrow[jj] * e if e > ninf else zero
+                        srow[jj] = e
+                        tot += e
                     l[h, ii] += tot
-            np.dot(p, v[bi, h, j0:j0 + TK], pv)
-            for ii in range(rows):
+                arow = acc[h, ii]
                 for c in range(dv):
-                    acc[h, ii, c] = acc[h, ii, c] * alpha[ii] + pv[ii, c]
+                    vrow, t = vT[bi, h, c, js:je], zero
+                    for jj in range(n):
+                        t += srow[jj] * vrow[jj]
+                    arow[c] = arow[c] * alpha + t
     for h in range(H):
         for ii in range(rows):
             i = i0 + ii
             if mode == 0:
                 good = l[h, ii] != 0            # NaN propagates
-                stats[bi, h, i] = m[h, ii] + np.log(l[h, ii]) if good else -np.inf
+                stats[bi, h, i] = m[h, ii] + np.log(l[h, ii]) if good else ninf
             else:
                 good = mode == 2 or l[h, ii] != 0
                 stats[bi, h, i] = l[h, ii]
-            inv = (1 / l[h, ii] if mode != 2 else 1) if good else 0
+            inv = (one / l[h, ii] if mode != 2 else one) if good else zero
             for c in range(dv):
                 out[bi, h, i, c] = acc[h, ii, c] * inv
 
 
 @nb.njit(**JIT)
-def _forward(first, step, n_tasks, a, b, x, y, WT, W2, b2, v, w, cfg, mask, out, stats):
+def _forward(first, step, n_tasks, a, bT, x, yT, W, W2, b2, vT, w, cfg, mask, out, stats):
     """Tasks first, first + step, ... of (b, query tile)."""
-    nqt = a.shape[1] // TQ
+    nqt = -(-a.shape[1] // TQ)
     for t in range(first, n_tasks, step):
-        _forward_tile(a, b, x, y, WT, W2, b2, v, w, t // nqt, (t % nqt) * TQ, cfg, mask, out, stats)
+        _forward_tile(a, bT, x, yT, W, W2, b2, vT, w, t // nqt, (t % nqt) * TQ, cfg, mask, out, stats)
 
 
 @nb.njit(**JIT)
-def _backward_chunk(a, b, x, y, W, WT, W2, b2, v, w, do, dd, stats, bi, c, t, chunks, cfg, mask, grads):
-    """Gradients from the query tiles of chunk c: query-side rows owned, source side into copy c,
+def _backward_chunk(a, bT, x, yT, W, W2, b2, vT, w, do, dd, stats, bi, c, t, chunks, cfg, mask, grads):
+    """Gradients from the query rows of chunk c: query-side rows owned, source side into copy c,
     weights into the partial sums of task t."""
     n_rows, n_cols, code, causal, window, mode, use_mask, ranges = cfg
-    da, dx, db, dy, dv, dw, dW, dW2, db2 = grads
-    K, R, H, dvd = a.shape[2], x.shape[2], b2.shape[0], v.shape[3]
-    nqt = a.shape[1] // TQ
+    da, dx, dbT, dyT, dvT, dw, dW, dW2, db2 = grads
+    K, R, H, dvd = a.shape[2], x.shape[2], b2.shape[0], vT.shape[2]
+    zero, ninf = typed(0, a), typed(-np.inf, a)
+    nqt = -(-n_rows // TQ)
     per = -(-nqt // chunks)
-    pre = aligned_empty(TQ * TK, K, a)
-    act = aligned_empty(TQ * TK, K, a)
-    dact = aligned_empty(TQ * TK, K, a)
-    sc = aligned_empty(H, TQ * TK, a)
-    ds = aligned_empty(H, TQ * TK, a)       # dL/ds^h for pair p at ds[h, p]
-    p = aligned_empty(TQ, TK, a)
-    dp = aligned_empty(TQ, TK, a)
-    tv = aligned_empty(TK, dvd, a)
-    tw2 = aligned_empty(H, K, a)
-    tr = aligned_empty(TQ * TK, R, a)
-    xy = aligned_empty(TQ * TK, R, a)
-    tw = aligned_empty(K, R, a)
+    pre = aligned_empty(K, TK, a)
+    act = aligned_empty(K, TK, a)
+    s = aligned_empty(H, TK, a)
+    ds = aligned_empty(H, TK, a)           # dL/ds^h_ij over the run
+    dp = aligned_empty(1, TK, a)[0]
+    tr = aligned_empty(1, TK, a)[0]
     lo, hi = np.empty(TQ, np.int64), np.empty(TQ, np.int64)
     for qtile in range(c * per, min(nqt, (c + 1) * per)):
         i0 = qtile * TQ
@@ -219,76 +232,98 @@ def _backward_chunk(a, b, x, y, W, WT, W2, b2, v, w, do, dd, stats, bi, c, t, ch
         clipped_row_bands(i0, n_rows, n_cols, causal, window, ranges, lo, hi)
         jlo, jhi = tile_band(lo, hi, rows)
         for j0 in range((jlo // TK) * TK, jhi, TK):
-            _pairs(a, b, x, y, WT, bi, i0, j0, lo, hi, code, pre, act)
-            np.dot(W2, act.T, sc)
-            for h in range(H):
-                hw = h if w.shape[1] > 1 else 0
-                wrow = w[bi, hw, j0:j0 + TK]
-                dot = do[bi, h, i0:i0 + TQ]
-                np.dot(dot, v[bi, h, j0:j0 + TK].T, dp)
-                for ii in range(TQ):
-                    prow, grow, drow = p[ii], dp[ii], ds[h, ii * TK:(ii + 1) * TK]
-                    st = stats[bi, h, i0 + ii]
-                    if ii >= rows or (mode == 0 and st == -np.inf) or (mode == 1 and st == 0):
-                        prow[:] = 0
-                        drow[:] = 0
+            for ii in range(rows):
+                i = i0 + ii
+                js, je = max(lo[ii], j0), min(hi[ii], j0 + TK)
+                n = je - js
+                if n <= 0:
+                    continue
+                _pre(a, bT, x, yT, W, bi, i, js, n, pre)
+                for kk in range(K):
+                    activate(pre[kk, :n], act[kk, :n], code)
+                _scores(act, W2, b2, n, s)
+                for h in range(H):
+                    srow, drow = s[h], ds[h]
+                    st = stats[bi, h, i]
+                    if (mode == 0 and st == ninf) or (mode == 1 and st == 0):
+                        drow[:n] = zero
                         continue
-                    mrow, mstep = _mask_row(mask, bi, h, i0 + ii)
-                    _logits(prow, sc[h, ii * TK:(ii + 1) * TK], b2[h], j0, lo[ii], hi[ii], mrow,
-                            mstep, use_mask)
-                    D = dd[bi, h, i0 + ii]
-                    for jj in range(TK):
-                        s = prow[jj]
-                        keep = s > -np.inf
+                    _apply_mask(mask, srow, bi, h, i, js, n, use_mask)
+                    hw = h if w.shape[1] > 1 else 0
+                    wrow, dwrow = w[bi, hw, js:je], dw[c, bi, hw, js:je]
+                    dot = do[bi, h, i]
+                    D = dd[bi, h, i]
+                    dp[:n] = zero
+                    for e in range(dvd):                     # dP_j = dout_i . v_j
+                        de, vrow = dot[e], vT[bi, h, e, js:je]
+                        for jj in range(n):
+                            dp[jj] += de * vrow[jj]
+                    for jj in range(n):
+                        sj = srow[jj]
+                        keep = sj > ninf
                         wj = wrow[jj]
                         if mode == 0:
-                            e = fexp(s - st)
-                            gw = e * (grow[jj] - D)        # dL/dw_j
-                            g, pij = wj * gw, wj * e       # dL/ds_ij, normalised weight
+                            ej = fexp(sj - st)
+                            gw = ej * (dp[jj] - D)       # dL/dw_j
+                            g, pij = wj * gw, wj * ej    # dL/ds_ij, normalised weight
                         elif mode == 1:
-                            gz = (grow[jj] - D) / st
-                            gw, g, pij = s * gz, wj * gz, wj * s / st
+                            gz = (dp[jj] - D) / st
+                            gw, g, pij = sj * gz, wj * gz, wj * sj / st
                         else:
-                            gw, g, pij = s * grow[jj], wj * grow[jj], wj * s
-                        prow[jj] = pij if keep else 0
-                        drow[jj] = g if keep else 0
-                        dw[c, bi, hw, j0 + jj] += gw if keep else 0
-                np.dot(p.T, dot, tv)
-                for jj in range(TK):
-                    for e in range(dvd):
-                        dv[c, bi, h, j0 + jj, e] += tv[jj, e]
-            for h in range(H):
-                db2[t, h] += ds[h].sum()
-            np.dot(ds, act, tw2)
-            dW2[t] += tw2
-            np.dot(ds.T, W2, dact)
-            scale_by_activation_grad(dact.reshape(-1), pre.reshape(-1), code)
-            for ii in range(rows):
-                dai = da[bi, i0 + ii]
-                for jj in range(TK):
-                    g, dbj = dact[ii * TK + jj], db[c, bi, j0 + jj]
+                            gw, g, pij = sj * dp[jj], wj * dp[jj], wj * sj
+                        srow[jj] = pij if keep else zero
+                        drow[jj] = g if keep else zero
+                        dwrow[jj] += gw if keep else zero
+                    for e in range(dvd):                     # dv_j += P_ij dout_i
+                        de, dvrow = dot[e], dvT[c, bi, h, e, js:je]
+                        for jj in range(n):
+                            dvrow[jj] += srow[jj] * de
+                for h in range(H):
+                    drow, tot = ds[h], zero
+                    for jj in range(n):
+                        tot += drow[jj]
+                    db2[t, h] += tot
                     for kk in range(K):
-                        dai[kk] += g[kk]
-                        dbj[kk] += g[kk]
-            if R > 0:
-                np.dot(dact, W, tr)
-                for ii in range(TQ):
-                    for jj in range(TK):
-                        for r in range(R):
-                            xi, yj, g = x[bi, i0 + ii, r], y[bi, j0 + jj, r], tr[ii * TK + jj, r]
-                            dx[bi, i0 + ii, r] += g * yj
-                            dy[c, bi, j0 + jj, r] += g * xi
-                            xy[ii * TK + jj, r] = xi * yj
-                np.dot(dact.T, xy, tw)
-                dW[t] += tw
+                        arow, tot = act[kk], zero
+                        for jj in range(n):
+                            tot += drow[jj] * arow[jj]
+                        dW2[t, h, kk] += tot
+                for kk in range(K):                          # dpre = act'(pre) sum_h W2_hk dX^h
+                    grow = act[kk]
+                    grow[:n] = zero
+                    for h in range(H):
+                        cw, drow = W2[h, kk], ds[h]
+                        for jj in range(n):
+                            grow[jj] += cw * drow[jj]
+                    scale_by_activation_grad(grow[:n], pre[kk, :n], code)
+                    dbrow, tot = dbT[c, bi, kk, js:je], zero
+                    for jj in range(n):
+                        tot += grow[jj]
+                        dbrow[jj] += grow[jj]
+                    da[bi, i, kk] += tot
+                for r in range(R):
+                    xir, yrow, dyrow = x[bi, i, r], yT[bi, r, js:je], dyT[c, bi, r, js:je]
+                    tr[:n] = zero
+                    for kk in range(K):
+                        cw, grow = W[kk, r], act[kk]
+                        tot = zero
+                        for jj in range(n):
+                            tr[jj] += cw * grow[jj]
+                            tot += grow[jj] * yrow[jj]
+                        dW[t, kk, r] += xir * tot
+                    tot = zero
+                    for jj in range(n):
+                        tot += tr[jj] * yrow[jj]
+                        dyrow[jj] += tr[jj] * xir
+                    dx[bi, i, r] += tot
 
 
 @nb.njit(**JIT)
-def _backward(first, step, n_tasks, a, b, x, y, W, WT, W2, b2, v, w, do, dd, stats, chunks, cfg, mask,
+def _backward(first, step, n_tasks, a, bT, x, yT, W, W2, b2, vT, w, do, dd, stats, chunks, cfg, mask,
               grads):
     """Tasks first, first + step, ... of (b, query chunk)."""
     for t in range(first, n_tasks, step):
-        _backward_chunk(a, b, x, y, W, WT, W2, b2, v, w, do, dd, stats, t // chunks, t % chunks, t,
+        _backward_chunk(a, bT, x, yT, W, W2, b2, vT, w, do, dd, stats, t // chunks, t % chunks, t,
                         chunks, cfg, mask, grads)
 
 
@@ -317,9 +352,9 @@ def _prepare(op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normali
     use_mask = mask is not None
     mask4 = (broadcast4(op, "mask", mask, (B, H, N, M), bool) if use_mask
              else np.ones((1, 1, 1, 1), bool))
-    arrays = (pad_rows(a, 1, TQ), pad_rows(b, 1, TK), pad_rows(x, 1, TQ), pad_rows(y, 1, TK), W,
-              np.ascontiguousarray(W.T), W2, b2, pad_rows(v, 2, TK),
-              pad_rows(w.reshape(B, 1 if w.ndim == 2 else H, M), 2, TK))
+    tr = np.ascontiguousarray
+    arrays = (a, tr(b.transpose(0, 2, 1)), x, tr(y.transpose(0, 2, 1)), W, W2, b2,
+              tr(v.transpose(0, 1, 3, 2)), tr(w.reshape(B, 1 if w.ndim == 2 else H, M)))
     cfg = (N, M, code_of(op, "act", act, ACTIVATIONS), bool(causal), window_of(op, window), mode,
            use_mask, ranges_of(op, ranges, N, M))
     return arrays, cfg, mask4, (B, N, M, K, R, H, v.shape[3], w.shape)
@@ -330,12 +365,11 @@ def mlp_forward(a, b, x, y, W, W2, b2, v, w, act="gelu_tanh", causal=False, mask
     """Fused MLP-kernel transform forward (module docstring). Returns (out (B, H, N, dv), stats (B, H, N))."""
     arrays, cfg, mask4, (B, N, M, _, _, H, dvd, _) = _prepare(
         "mlp_forward", a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization, ranges)
-    ap, bp, xp, yp, _, WT, W2, b2, vp, wp = arrays
-    out = np.zeros((B, H, N, dvd), ap.dtype)
-    stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, ap.dtype)
+    dt = arrays[0].dtype
+    out = np.zeros((B, H, N, dvd), dt)
+    stats = np.full((B, H, N), -np.inf if cfg[5] == 0 else 0, dt)
     if N and M:
-        run_tasks(_forward, B * (ap.shape[1] // TQ), ap, bp, xp, yp, WT, W2, b2, vp, wp, cfg, mask4,
-                  out, stats, family="mlp forward", blas=True)
+        run_tasks(_forward, B * -(-N // TQ), *arrays, cfg, mask4, out, stats, family="mlp forward")
     return out, stats
 
 
@@ -345,27 +379,25 @@ def mlp_backward(a, b, x, y, W, W2, b2, v, w, out, stats, dout, act="gelu_tanh",
     op = "mlp_backward"
     arrays, cfg, mask4, (B, N, M, K, R, H, dvd, wshape) = _prepare(
         op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization, ranges)
-    ap, bp, xp, yp, W, WT, W2, b2, vp, wp = arrays
-    dt = ap.dtype
+    dt = arrays[0].dtype
     out, dout = check_float(op, "out", out, 4, dt), check_float(op, "dout", dout, 4, dt)
     stats = check_float(op, "stats", stats, 3, dt)
     for name, z, shape in (("out", out, (B, H, N, dvd)), ("dout", dout, (B, H, N, dvd)),
                            ("stats", stats, (B, H, N))):
         if z.shape != shape:
             raise ShapeError(f"{op}: {name} must have shape {shape}, got {z.shape}")
-    n_pad, m_pad = ap.shape[1], bp.shape[1]
-    chunks = chunks_for(B, n_pad // TQ)
+    chunks = chunks_for(B, -(-N // TQ))
     tasks = B * chunks
-    da, dx = np.zeros((B, n_pad, K), dt), np.zeros((B, n_pad, R), dt)
-    db, dy = np.zeros((chunks, B, m_pad, K), dt), np.zeros((chunks, B, m_pad, R), dt)
-    dv = np.zeros((chunks, B, H, m_pad, dvd), dt)
-    dw = np.zeros((chunks,) + wp.shape, dt)
+    da, dx = np.zeros((B, N, K), dt), np.zeros((B, N, R), dt)
+    dbT, dyT = np.zeros((chunks, B, K, M), dt), np.zeros((chunks, B, R, M), dt)
+    dvT = np.zeros((chunks, B, H, dvd, M), dt)
+    dw = np.zeros((chunks,) + arrays[-1].shape, dt)
     dW, dW2, db2 = np.zeros((tasks, K, R), dt), np.zeros((tasks, H, K), dt), np.zeros((tasks, H), dt)
     if N and M:
         dd = np.zeros((B, H, N), dt) if cfg[5] == 2 else np.einsum("bhnc,bhnc->bhn", dout, out)
-        run_tasks(_backward, tasks, ap, bp, xp, yp, W, WT, W2, b2, vp, wp, pad_rows(dout, 2, TQ),
-                  pad_rows(dd, 2, TQ), pad_rows(stats, 2, TQ), chunks, cfg, mask4,
-                  (da, dx, db, dy, dv, dw, dW, dW2, db2), family="mlp backward", blas=True)
-    return {"a": da[:, :N].copy(), "b": db.sum(0)[:, :M].copy(), "x": dx[:, :N].copy(),
-            "y": dy.sum(0)[:, :M].copy(), "W": dW.sum(0), "W2": dW2.sum(0), "b2": db2.sum(0),
-            "v": dv.sum(0)[:, :, :M].copy(), "w": dw.sum(0)[:, :, :M].reshape(wshape).copy()}
+        run_tasks(_backward, tasks, *arrays, dout, np.ascontiguousarray(dd), stats, chunks, cfg, mask4,
+                  (da, dx, dbT, dyT, dvT, dw, dW, dW2, db2), family="mlp backward")
+    return {"a": da, "b": dbT.sum(0).transpose(0, 2, 1).copy(), "x": dx,
+            "y": dyT.sum(0).transpose(0, 2, 1).copy(), "W": dW.sum(0), "W2": dW2.sum(0),
+            "b2": db2.sum(0), "v": dvT.sum(0).transpose(0, 1, 3, 2).copy(),
+            "w": dw.sum(0).reshape(wshape).copy()}
