@@ -142,7 +142,7 @@ def device_functions(dtype):
     the formulas of itnet_np.nn.functional.activations; relu'(0) = 0)."""
     nb_cuda = require_device()
     f = np.dtype(dtype).type
-    one, half = f(1), f(0.5)
+    zero, one, half = f(0), f(1), f(0.5)     # typed: an int or Python float would promote float32
     c_gelu, a_gelu = f(math.sqrt(2.0 / math.pi)), f(0.044715)
 
     @nb_cuda.jit(device=True)
@@ -165,7 +165,7 @@ def device_functions(dtype):
     @nb_cuda.jit(device=True)
     def act(x, code):
         if code == 0:
-            return x if x > 0 else x * 0
+            return max(zero, x)
         if code == 1:
             return half * x * (one + math.tanh(c_gelu * (x + a_gelu * x * x * x)))
         if code == 2:
@@ -175,7 +175,7 @@ def device_functions(dtype):
     @nb_cuda.jit(device=True)
     def act_grad(x, code):
         if code == 0:
-            return one if x > 0 else x * 0
+            return one if x > zero else zero
         if code == 1:
             t = math.tanh(c_gelu * (x + a_gelu * x * x * x))
             return half * (one + t) + half * x * (one - t * t) * c_gelu * (one + f(3) * a_gelu * x * x)

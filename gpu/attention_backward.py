@@ -44,7 +44,7 @@ def kernels(dtype, d, dv):
             x += bias[b if bias.shape[0] > 1 else 0, h if bias.shape[1] > 1 else 0,
                       min(i, bias.shape[2] - 1), min(j, bias.shape[3] - 1)]
         if use_alibi:
-            x -= slope * abs(i - j)
+            x -= slope * f(abs(i - j))           # f(): an int64 factor would promote x to float64
         return x
 
     @cuda.jit(device=True)
@@ -116,7 +116,7 @@ def kernels(dtype, d, dv):
                 if want_dbias:
                     dbias[b, h, i, j] = dx
                 if use_alibi:
-                    slope_acc -= dx * abs(i - j)
+                    slope_acc -= dx * f(abs(i - j))
             cuda.syncthreads()
         if i < N:
             for c in range(d):

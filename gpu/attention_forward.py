@@ -90,7 +90,7 @@ def kernel(dtype, d, dv):
                 if use_bias:
                     x += bias[bb, bh, bi, min(j, bias.shape[3] - 1)]
                 if use_alibi:
-                    x -= slope * abs(i - j)
+                    x -= slope * f(abs(i - j))   # f(): an int64 factor would promote x to float64
                 if x == neg_inf:
                     continue
                 if mode == 0:

@@ -36,6 +36,7 @@ def kernels(dtype, K, R, H, dv, hw):
     pre_act, scores = pair_functions(dtype, K, R, H)
     zero, neg_inf = f(0), f(-np.inf)
     T, R1 = TILE, max(R, 1)
+    KR1 = K * R1                     # local-array sizes must be plain constants in the kernel
     P = K * R + H * K + H            # weight-gradient entries reduced per block
 
     @cuda.jit(device=True)
@@ -84,7 +85,7 @@ def kernels(dtype, K, R, H, dv, hw):
         red = cuda.shared.array((T, T), dtype)
         ai = cuda.local.array(K, dtype)
         xi = cuda.local.array(R1, dtype)
-        u = cuda.local.array(K * R1, dtype)
+        u = cuda.local.array(KR1, dtype)
         doi = cuda.local.array((H, dv), dtype)
         st = cuda.local.array(H, dtype)
         di = cuda.local.array(H, dtype)
@@ -191,7 +192,7 @@ def kernels(dtype, K, R, H, dv, hw):
         W2s = cuda.shared.array((H, K), dtype)
         b2s = cuda.shared.array(H, dtype)
         bj = cuda.local.array(K, dtype)
-        u = cuda.local.array(K * R1, dtype)
+        u = cuda.local.array(KR1, dtype)
         vj = cuda.local.array((H, dv), dtype)
         wj = cuda.local.array(hw, dtype)
         pre = cuda.local.array(K, dtype)

@@ -62,6 +62,7 @@ def kernel(dtype, K, R, H, dv, hw):
     pre_act, scores = pair_functions(dtype, K, R, H)
     zero, neg_inf = f(0), f(-np.inf)
     T, R1 = TILE, max(R, 1)
+    KR1 = K * R1                     # local-array sizes must be plain constants in the kernel
 
     @cuda.jit
     def forward(a, b, x, y, W, W2, b2, v, w, code, mask, use_mask, causal, window, rlo, rhi, use_ranges,
@@ -78,7 +79,7 @@ def kernel(dtype, K, R, H, dv, hw):
         b2s = cuda.shared.array(H, dtype)
         band = cuda.shared.array(2, np.int64)
         ai = cuda.local.array(K, dtype)
-        u = cuda.local.array(K * R1, dtype)
+        u = cuda.local.array(KR1, dtype)
         pre = cuda.local.array(K, dtype)
         act = cuda.local.array(K, dtype)
         s = cuda.local.array(H, dtype)
