@@ -182,7 +182,7 @@ def train(config, out, resume=False, log=print):
             epoch, start = trainer.epoch, time.perf_counter()
             train_loader.set_epoch(epoch)
             skip = trainer.step - epoch * len(train_loader)
-            bar = trainer._bar(batches(config, train_loader, data.positions), f"epoch {epoch + 1}")
+            bar = trainer.progress_bar(batches(config, train_loader, data.positions), f"epoch {epoch + 1}")
             for b, (inputs, target) in enumerate(bar):
                 if b < skip:
                     continue
@@ -206,6 +206,9 @@ def train(config, out, resume=False, log=print):
             log(f"epoch {record['epoch']}/{config['epochs']}  train loss {record['train_loss']:.4f}  "
                 f"test loss {record['test_loss']:.4f}  test {metric} {record[f'test_{metric}']:.4f}  "
                 f"({record['seconds']:.1f} s)")
+            if interrupt.requested and trainer.epoch < config["epochs"]:    # Ctrl-C during the evaluation
+                log(f"interrupted: saved {ckpt_path} after epoch {trainer.epoch}; continue with --resume")
+                return 130
     return 0
 
 

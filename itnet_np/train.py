@@ -82,7 +82,8 @@ class Trainer:
         self.epoch = 0
         self.progress = progress
 
-    def _bar(self, batches, desc):
+    def progress_bar(self, batches, desc):
+        """``batches`` wrapped in tqdm per ``self.progress`` (the class docstring)."""
         disable = None if self.progress is None else not self.progress     # None: tqdm asks isatty()
         return tqdm(batches, desc=desc, disable=disable, leave=False)
 
@@ -103,7 +104,7 @@ class Trainer:
     def train_epoch(self, batches, desc=None):
         """Train on every batch of ``batches``; returns {'loss': mean batch loss, 'steps': n}."""
         losses = []
-        bar = self._bar(batches, desc or f"epoch {self.epoch + 1}")
+        bar = self.progress_bar(batches, desc or f"epoch {self.epoch + 1}")
         for inputs, target in bar:
             losses.append(self.train_step(inputs, target))
             bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
@@ -119,7 +120,7 @@ class Trainer:
         totals, count = {"loss": 0.0, **{k: 0.0 for k in metrics}}, 0
         try:
             with no_grad():
-                for inputs, target in self._bar(batches, "eval"):
+                for inputs, target in self.progress_bar(batches, "eval"):
                     out = _call(self.model, inputs)
                     n = len(_raw(target))
                     totals["loss"] += n * float(_raw(self.loss_fn(out, target)))

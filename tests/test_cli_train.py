@@ -97,6 +97,24 @@ def test_resume_after_ctrl_c_is_bit_identical(tmp_path, monkeypatch, model, stop
     assert _without_time(_lines(ref / "metrics.jsonl")) == _without_time(_lines(run / "metrics.jsonl"))
 
 
+def test_ctrl_c_during_the_evaluation_stops_after_the_epoch_checkpoint(tmp_path, monkeypatch):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert _train(ref, epochs="3") == 0
+    original = Trainer.evaluate
+
+    def evaluate_with_ctrl_c(self, *args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate_with_ctrl_c)
+    assert _train(run, epochs="3") == 130
+    monkeypatch.setattr(Trainer, "evaluate", original)
+    assert _state(run)["epoch"] == 1 and len(read_metrics(run)) == 1
+    assert _train(run, "--resume", epochs="3") == 0
+    _assert_same_state(_state(ref), _state(run))
+    assert _without_time(read_metrics(ref)) == _without_time(read_metrics(run))
+
+
 def test_unknown_task_and_unfit_model_are_one_line_exit_2(tmp_path, capsys):
     assert main(["train", "imagenet", "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip()
