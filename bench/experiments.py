@@ -144,7 +144,9 @@ def _stats(values, percent):
         return "-"
     scale = 100.0 if percent else 1.0
     mean = statistics.mean(values) * scale
-    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    if len(values) == 1:
+        return f"{mean:.1f}" if percent else f"{mean:.2e}"
+    std = statistics.stdev(values) * scale
     return f"{mean:.1f} +- {std:.1f}" if percent else f"{mean:.2e} +- {std:.1e}"
 
 
@@ -160,7 +162,7 @@ def _task_table(task, results):
     for model in TASKS[task].models:
         runs = _group(results, f"{task}-{model}")
         if not runs:
-            lines.append(f"| {NAMES[model]} | - | not run |" + " |" * (head.count("|") - 4) + " 0 |")
+            lines.append(f"| {NAMES[model]} | - | not run |" + " |" * (head.count("|") - 5) + " 0 |")
             continue
         metric = "test_rel_l2" if regress else "test_accuracy"
         cells = [NAMES[model], f"{runs[0]['parameters']:,}", _stats([r["test"][metric] for r in runs], not regress)]
@@ -217,6 +219,10 @@ def report(results, runs, target, settings, ablation, machine):
             f"{ablation['epochs']} epochs on the first {ablation['train_size']} training examples, 3 seeds. 'no_prod' and "
             "'position_only' have the same inputs with the default full set (models.config)."), ""]
     out += _ablation_table(results)
+    notes = os.path.join(RESULTS, "notes.md")          # the discussion, written by hand after the runs
+    if os.path.exists(notes):
+        with open(notes) as f:
+            out += ["", f.read().strip()]
     out += ["", "## Commands", "", ("Each run is the command below with `--out DIR` its run directory, then "
             "`itnet eval DIR` (and `itnet eval DIR --resolution R` at 4x for the operator tasks)."), "", "```"]
     out += [command(c, "DIR") for n, c in runs if n in results]
@@ -229,6 +235,9 @@ def report(results, runs, target, settings, ablation, machine):
 
 
 if __name__ == "__main__":
+    import _common  # bench/ is the script's directory
+    import numpy as np
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shard", default="0/1", help="I/N: run every N-th run starting at I")
     parser.add_argument("--only", default="", help="run only the runs whose name contains this")
@@ -257,6 +266,6 @@ if __name__ == "__main__":
     target = os.path.join(os.path.dirname(results_dir), "EXPERIMENTS.md") if args.dry_run else \
         os.path.join(ROOT, "EXPERIMENTS.md")
     report(load_results(results_dir), plan(), target, SETTINGS, ABLATION,
-           machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"python {platform.python_version()}")
+           machine=f"{_common.machine().get('cpu', platform.machine())}, {os.cpu_count()} cores, "
+                   f"python {platform.python_version()}, numpy {np.__version__}")
     print(f"wrote {target}")
