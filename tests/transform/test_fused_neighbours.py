@@ -313,3 +313,23 @@ def test_sorted_sources_path_never_forms_a_dense_mask(kind, per_batch, monkeypat
         y = op(x, **args)
         y.sum().backward()
     np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_cell_order_relabels_the_lists_of_the_permuted_points():
+    """locality.py: the relabelled lists are exactly the lists of the points in cell order, and the
+    order groups points of a cell together."""
+    from itnet_np.transform.fused.locality import cell_order, relabel
+
+    rng = np.random.default_rng(15)
+    pq, ps = rng.uniform(0, 5, (40, 2)), rng.uniform(0, 5, (33, 2))
+    q_order, s_order = cell_order(pq, 0.7), cell_order(ps, 0.7)
+    assert sorted(q_order) == list(range(40))
+    cells = np.floor((pq[q_order] - pq.min(0)) / 0.7)
+    keys = cells[:, 0] * 100 + cells[:, 1]
+    assert (np.diff(keys) >= 0).all()
+    moved = relabel(radius_neighbours(pq[None], ps[None], 0.7), q_order, s_order)
+    expected = radius_neighbours(pq[q_order][None], ps[s_order][None], 0.7)
+    np.testing.assert_array_equal(moved.indptr, expected.indptr)
+    for i in range(40):                               # same sets per row (order within a row is free)
+        np.testing.assert_array_equal(np.sort(moved.indices[moved.indptr[0, i]:moved.indptr[0, i + 1]]),
+                                      expected.indices[expected.indptr[0, i]:expected.indptr[0, i + 1]])

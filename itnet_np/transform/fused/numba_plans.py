@@ -29,7 +29,8 @@ source ranges (``SupportPlan.row_ranges``). A radius support that is neither (D 
 positions, positions per batch item) goes as CSR neighbour lists (``SupportPlan.neighbours``: a k-d
 tree, built once per call, O(N k)) to the neighbour-list kernels (neighbour_attention_numba.py,
 neighbour_mlp_numba.py), with the user's mask and softmax's w_j = 0 exclusions read at the listed
-pairs only (pair_lists.pair_lists); so neither 'numba' nor 'auto' forms N x M for a radius support.
+pairs only (pair_lists.pair_lists), the points in cell order for cache-friendly gathers
+(locality.py); so neither 'numba' nor 'auto' forms N x M for a radius support.
 A 1-D causal / strictly causal / window support on unsorted or per-batch positions becomes row
 ranges once the sources are sorted (sorted_plan.py: one call per batch item, sources permuted).
 A window on D > 1 positions goes as neighbour lists too (``neighbour_lists``: the lists of a ball
@@ -64,6 +65,7 @@ from ..positions import GRID_TOL
 from ..support import Support
 from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp, neighbour_attention, neighbour_mlp
+from .locality import applies, run_in_cell_order
 from .pair_lists import pair_lists
 from .scan_plan import plan_scan
 from .sorted_plan import run_sorted, sorts_into_ranges
@@ -236,8 +238,12 @@ def _tiled(call, family, what):
         what = what.split(" tiles")[0]               # "fused attention" / "fused MLP-kernel"
         mask = call.support.mask                       # (1|B, N, M) -> (1|B, 1, N, M); per head as given
         mask = mask[:, None] if mask is not None and mask.ndim == 3 else mask
-        return Plan(NAME, lambda: run(call, False, None, mask, None, lists),
-                    f"{what} over {describe_support(call.support, lists)}", pays, why_not)
+        if applies(call.support, lists):            # points in cell order: cache-friendly gathers
+            go = lambda: run_in_cell_order(call, lists, mask,
+                                           lambda moved, relabelled, m: run(moved, False, None, m, None, relabelled))
+        else:
+            go = lambda: run(call, False, None, mask, None, lists)
+        return Plan(NAME, go, f"{what} over {describe_support(call.support, lists)}", pays, why_not)
     if sorts_into_ranges(call.support):
         return Plan(NAME, lambda: run_sorted(call, lambda sub: run(sub, *support_args(sub.support))),
                     f"{what} over {describe_support(call.support, None)}", pays, why_not)
