@@ -90,7 +90,8 @@ def test_radius_on_a_2d_cloud_allocates_o_nk_plus_nd(kind, backward, two_threads
     neighbour lists: besides the U-sized arrays above, the lists cost O(nnz), nnz = N k: the k-d tree's
     query result (Python lists, about 36 bytes per pair, freed once the CSR is built), the CSR
     indices and, in the backward, the transposed CSR (8 bytes per pair each). Budget: 8 U / 16 U plus
-    48 bytes per listed pair (measured 10.6 U forward, 12.6 to 14.0 U with the backward, 11 to 15 MB),
+    48 bytes per listed pair (measured 10.6 to 12.2 U forward, 12.5 to 15.4 U with the backward,
+    11 to 16 MB; the points are permuted into cell order first, locality.py),
     and at most a quarter of one N x M array of the dtype (67 MB here)."""
     N, d, dtype = 4096, 64, np.float32
     rng = np.random.default_rng(4)
