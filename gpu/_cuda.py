@@ -12,7 +12,6 @@ and a call never recompiles.
 """
 import functools
 import math
-import os
 
 import numpy as np
 
@@ -22,11 +21,6 @@ INSTALL = ("install the GPU extra: pip install 'itnet-np[gpu]' (cupy-cuda12x and
            "'itnet-np[gpu13]' for CUDA 13: cupy-cuda13x)")
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 TILE = 32            # rows per block (threads per block) in every kernel of this package
-
-
-def simulator():
-    """True when numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1, read when numba loads)."""
-    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
 def numba_cuda():
@@ -138,8 +132,9 @@ def cached(factory):
 @cached
 def device_functions(dtype):
     """Device functions for ``dtype`` (float32 or float64), with typed constants so float32 stays
-    float32: ``row_band``, ``act(x, code)`` and ``act_grad(x, code)`` (relu, gelu_tanh, silu, tanh:
-    the formulas of itnet_np.nn.functional.activations; relu'(0) = 0)."""
+    float32: ``row_band``, ``act(x, code)`` and ``act_grad(x, code)`` (codes 0..3 of
+    itnet_np.transform.fused._tiles.ACTIVATIONS: relu, gelu_tanh, silu, tanh, the formulas of
+    itnet_np.nn.functional.activations; relu'(0) = 0)."""
     nb_cuda = require_device()
     f = np.dtype(dtype).type
     zero, one, half = f(0), f(1), f(0.5)     # typed: an int or Python float would promote float32

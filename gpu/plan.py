@@ -18,6 +18,7 @@ Importing this module imports neither CuPy nor numba.cuda: both load when a plan
 from itnet_np.autograd import ops
 from itnet_np.autograd.backend import xp_of
 from itnet_np.autograd.ops._util import raw
+from itnet_np.transform.fused._tiles import ACTIVATIONS
 from itnet_np.transform.kernels.dot import DotProductKernel
 from itnet_np.transform.kernels.mlp import MLPKernel
 from itnet_np.transform.normalization import ratio_or_zero
@@ -25,7 +26,6 @@ from itnet_np.transform.planner import Decline, Plan
 from itnet_np.transform.positions import GRID_TOL
 
 NAME = "cuda"
-_ACTIVATIONS = ("relu", "gelu_tanh", "silu", "tanh")      # gpu/_cuda.device_functions
 
 
 def plan(call):
@@ -44,9 +44,9 @@ def plan(call):
     if call.support.per_head:
         return Decline(NAME, "a per-head mask for a kernel other than DotProductKernel")
     if isinstance(kernel, MLPKernel):
-        if kernel.activation_name not in _ACTIVATIONS:
+        if kernel.activation_name not in ACTIVATIONS:
             name = kernel.activation_name or "a callable"
-            return Decline(NAME, f"MLPKernel activation {name!r} (GPU kernel: {list(_ACTIVATIONS)})")
+            return Decline(NAME, f"MLPKernel activation {name!r} (GPU kernel: {sorted(ACTIVATIONS)})")
         return _accepted(call, _mlp, "GPU MLP-kernel tiles (numba-CUDA)")
     return Decline(NAME, f"{type(kernel).__name__} (GPU kernels so far: DotProductKernel, MLPKernel; "
                          "stencil and scan kernels run on the CPU backend)")
