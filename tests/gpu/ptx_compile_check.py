@@ -30,13 +30,13 @@ def _compile_only():
     from numba import cuda
     from numba.cuda import dispatcher
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
-    for name in ("_cuda", "attention_forward", "attention_backward", "mlp_forward", "mlp_backward"):
+    for name in ("_cuda", "attention_forward", "attention_backward", "mlp_forward", "mlp_backward", "linear_scan"):
         importlib.import_module("itnet_np.gpu." + name).require_device = lambda: cuda
 
 
 def main():
     _compile_only()
-    from itnet_np.gpu import attention_backward, attention_forward, mlp_backward, mlp_forward
+    from itnet_np.gpu import attention_backward, attention_forward, linear_scan, mlp_backward, mlp_forward
     from numba import cuda
     from numba import types as nt
     bad = False
@@ -57,6 +57,9 @@ def main():
                  ("mlp forward", mlp_forward.kernel(np.dtype(dtype), 8, 2, 2, 3, 1), margs + msup + (f4, f3)),
                  ("mlp query", query, margs + (f4, f3, f3) + msup + (f3, f3, f2)),
                  ("mlp source", source, margs + (f4, f3, f3) + msup + (f3, f3, f4, f3))]
+        local, carry, fix = linear_scan.kernels(np.dtype(dtype))
+        cases += [("scan local", local, (f2, f2, f2, f2, f2, nt.boolean)), ("scan carry", carry, (f2, f2, f2)),
+                  ("scan fix", fix, (f2, f2, f2, nt.boolean))]
         for name, kernel, args in cases:
             ptx, _ = cuda.compile_ptx(kernel.py_func, nt.void(*args), cc=(9, 0))
             f64 = ptx.count(".f64")
