@@ -4,6 +4,7 @@
         = gpu.attention.attention_forward(...)[0]                         (B, H, N, dv)
     cuda_mlp(a, b, x, y, W, W2, b2, v, w; act, causal, window, mask, normalization, ranges)
         = gpu.mlp.mlp_forward(...)[0]                                     (B, H, N, dv)
+    cuda_selective_scan(loga, B, C, v; strict) = gpu.selective_scan.selective_forward(...)  (B, H, N, d)
 
 The same declaration as the CPU ops (itnet_np.transform.fused.engine_ops): the forward saves its
 output and returns the row statistic (B, H, N) as residuals (nothing N x M is kept); one VJP for all
@@ -13,8 +14,9 @@ from itnet_np.autograd.primitive import primitive
 
 from .attention import attention_backward, attention_forward
 from .mlp import mlp_backward, mlp_forward
+from .selective_scan import selective_backward, selective_forward
 
-__all__ = ["cuda_attention", "cuda_mlp"]
+__all__ = ["cuda_attention", "cuda_mlp", "cuda_selective_scan"]
 
 _MLP_NAMES = ("a", "b", "x", "y", "W", "W2", "b2", "v", "w")
 
@@ -61,3 +63,16 @@ def cuda_mlp(a, b, x, y, W, W2, b2, v, w, *, act, causal=False, window=None, mas
     """One engine node: the GPU fused MLP-kernel transform (arguments as fused.engine_ops.fused_mlp)."""
     return _mlp(a, b, x, y, W, W2, b2, v, w, act=act, causal=bool(causal), window=window, mask=mask,
                 normalization=normalization, ranges=ranges)
+
+
+def _selective_vjp(g, out, needs, loga, Bm, Cm, v, *, strict):
+    return selective_backward(loga, Bm, Cm, v, g, strict)
+
+
+_selective = primitive(lambda loga, Bm, Cm, v, *, strict: selective_forward(loga, Bm, Cm, v, strict),
+                       "cuda_scan_selective", twice_differentiable=False).defvjp_all(_selective_vjp)
+
+
+def cuda_selective_scan(loga, Bm, Cm, v, *, strict=False):
+    """One engine node: the selective scan on the GPU (arguments as fused.scan_plan.selective_scan)."""
+    return _selective(loga, Bm, Cm, v, strict=bool(strict))

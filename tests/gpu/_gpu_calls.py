@@ -36,6 +36,11 @@ def mlp_op(backend, **kw):
                                rng=1, dtype=F64, **kw)
 
 
+def selective_op(backend, **kw):
+    kernel = T.SelectiveKernel(4, 2, state_dim=3, rng=0, dtype=F64)
+    return T.IntegralTransform(4, 4, kernel, normalization="none", backend=backend, rng=1, dtype=F64, **kw)
+
+
 def captured_call(op, x):
     """The TransformCall ``op(x)`` hands its backend (through a recording backend)."""
     seen = []
