@@ -13,6 +13,8 @@ Low-rank students (rank 64) are fitted once at N = 1024 on the same input functi
 their fit time is reported, not counted per forward) and reused at 4096 and 16,384 (the kernel is a function of p in [0, 1] and f, so it carries over).
 
     python bench/montecarlo.py [--sizes 4096 16384] [--out bench/results/montecarlo]
+    python bench/montecarlo.py --spectrum     singular-value mass captured at R (dense E, N = 2048)
+    python bench/montecarlo.py --train        MNIST-1D: exact / Monte Carlo / low-rank training, exact eval
 """
 import argparse
 import json
@@ -200,6 +202,8 @@ def run_case(case, N, students, quick):
                 layer.integration = "exact"
         return fn
 
+    with itn.no_grad():                               # compile the sampled kernels before timing
+        mc(64)(0)
     sizes = [N // 64, N // 16] if quick else [N // 64, N // 16, N // 4]
     seeds = (0, 1)
     proposals = ["uniform", "stratified", "proxy"] if quick else ["uniform", "stratified", "locality", "proxy"]
@@ -242,15 +246,20 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     keys = list(results)
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    cols = min(2, len(keys))
+    fig, axes = plt.subplots(-(-len(keys) // cols), cols, figsize=(7 * cols, 5.5 * -(-len(keys) // cols)),
+                             squeeze=False)
+    every = sorted({r["method"].replace(" (SNIS)", "") for rows in results.values() for r in rows[1:]})
+    colour = {m: plt.cm.tab20(i % 20) for i, m in enumerate(every)}          # one colour per method
+    for ax, key in zip(axes.flat, keys):
         rows = results[key]
         t_exact = rows[0]["time"]
         methods = sorted({r["method"] for r in rows[1:]})
         for m in methods:
             pts = sorted((r["time"], r["error"]) for r in rows if r["method"] == m and r["error"] > 0)
             if pts:
-                ax.loglog(*zip(*pts), "o-" if m.startswith("MC") else "s--", label=m, ms=4)
+                ax.loglog(*zip(*pts), "o-" if m.startswith("MC") else "s--", label=m, ms=4,
+                          color=colour[m.replace(" (SNIS)", "")])
         ax.axvline(t_exact, color="k", lw=1, label="exact fused (time)")
         ax.axhline(1e-2, color="grey", lw=0.8, ls=":")
         mc = [r for r in rows if r["method"].startswith("MC uniform") and "CV" not in r["method"]]
@@ -266,11 +275,103 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+# ------------------------------------------------------------------- spectrum (--spectrum)
+
+def spectrum(N=2048, ranks=(16, 64)):
+    """Per case, on the dense kernel matrix E (s for 'smooth', e^s for the softmax cases) at N points:
+    the singular-value mass the best rank-R approximation keeps, its relative Frobenius error
+    sqrt(1 - mass), and the error of the skeleton, pivoted cross and (dot) Performer approximations."""
+    out = {}
+    for case in ("smooth", "softmax", "dot"):
+        layer, x, pos = make(case, N)
+        pts = Points(itn.tensor(x), pos[None])
+        entries = approx.kernel_entries(layer.kernel, layer.kernel.project(pts, pts),
+                                        None if case == "smooth" else np.exp)
+        E = entries(np.arange(N), np.arange(N))
+        norm = np.linalg.norm(E, axis=(-2, -1))
+        out[case] = {}
+        for R in ranks:
+            mass = approx.svd_mass(E, R)
+            row = {"svd_mass": float(mass.mean()), "best": float(np.sqrt(1 - mass).mean())}
+            fits = {"skeleton": approx.skeleton(entries, N, N, R), "cross": approx.cross(entries, N, N, R, rng=0)}
+            if case == "dot":
+                proj = layer.kernel.project(pts, pts)
+                q, k = (np.asarray(proj.query["q"].data, np.float64).transpose(0, 2, 1, 3),
+                        np.asarray(proj.source["k"].data, np.float64).transpose(0, 2, 1, 3))
+                root = math.sqrt(layer.kernel.scale)
+                fits["Performer"] = approx.performer(q * root, k * root, R, rng=0)
+            for name, (phi, psi) in fits.items():
+                diff = phi @ np.swapaxes(psi, -1, -2) - E
+                row[name] = float((np.linalg.norm(diff, axis=(-2, -1)) / norm).mean())
+            out[case][R] = row
+            print(f"  spectrum {case} R={R}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()), flush=True)
+    return out
+
+
+# ------------------------------------------------------------------- training comparison (--train)
+
+def train_compare(epochs=4, samples=2000, batch=50, seed=0):
+    """ITNet on MNIST-1D (N = 40 points) trained exactly, with Monte Carlo (S = 16 of 40 sources per
+    tile, uniform and stratified) and with the learned low-rank kernel (r = 16, 'sum', positive
+    features) in place of the MLP kernel; all evaluated exactly (eval mode). Returns rows of
+    (variant, test accuracy, train step seconds)."""
+    from itnet_np import models
+    from itnet_np.data import get_dataset
+    from itnet_np.nn.functional import cross_entropy
+    data = get_dataset("mnist1d", num_samples=samples)
+    pos = data.positions.astype(F32)[None]                                   # (1, 40, 1)
+    xtr, ytr = data.x_train[..., None].astype(F32), data.y_train
+    xte, yte = data.x_test[..., None].astype(F32), data.y_test
+    rows = []
+    for variant in ("exact", "MC uniform S=16", "MC stratified S=16", "low rank r16"):
+        cfg = models.ITNetConfig(width=32, depth=2, heads=2, backend="numba")
+        model = models.ITNet(models.FunctionEncoder(1, 32, rng=seed), 10, cfg, rng=seed)
+        for block in model.blocks:
+            if variant.startswith("MC"):
+                block.transform.integration = MonteCarlo(samples=16, proposal=variant.split()[1], seed=seed)
+            elif variant.startswith("low rank"):
+                kernel = T.LowRankKernel(32, heads=2, feature_dim=16, inputs=("p", "fourier", "f"), hidden=16,
+                                         fourier=8, frequency_scale=6.0, feature_map="softplus", rng=seed)
+                block.transform = T.IntegralTransform(32, 32, kernel, normalization="sum", backend="lowrank",
+                                                      rng=seed)
+        opt = Adam(list(model.parameters()), lr=3e-3)
+        rng = np.random.default_rng(seed)
+        step_times = []
+        for _ in range(epochs):
+            model.train()
+            for idx in np.array_split(rng.permutation(len(xtr)), len(xtr) // batch):
+                t0 = time.perf_counter()
+                loss = cross_entropy(model(xtr[idx], pos), ytr[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step_times.append(time.perf_counter() - t0)
+        model.eval()
+        with itn.no_grad():
+            pred = np.concatenate([np.asarray(model(xte[i:i + 200], pos).data).argmax(-1)
+                                   for i in range(0, len(xte), 200)])
+        rows.append({"variant": variant, "accuracy": float((pred == yte).mean()),
+                     "step_s": float(np.median(step_times[5:]))})
+        print(f"  {variant:>20}: test accuracy {rows[-1]['accuracy']:.3f}, step {rows[-1]['step_s'] * 1e3:.1f} ms",
+              flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "montecarlo"))
+    ap.add_argument("--spectrum", action="store_true", help="only the singular-value mass table")
+    ap.add_argument("--train", action="store_true", help="only the MNIST-1D training comparison")
     args = ap.parse_args()
+    if args.spectrum or args.train:
+        extra = {"spectrum": spectrum()} if args.spectrum else {"train": train_compare()}
+        path = args.out + ("_spectrum" if args.spectrum else "_train") + ".json"
+        with open(path + ".tmp", "w") as f:
+            json.dump({"machine": machine(), **extra}, f, indent=1)
+        os.replace(path + ".tmp", path)
+        print("wrote", path)
+        return
     results, students = {}, {}
     for N in args.sizes:
         cases = ["smooth", "softmax", "dot"] if N <= 4096 else ["smooth"]
