@@ -1,8 +1,19 @@
 """GPU kernels for itnet-np, installed as ``itnet_np.gpu`` (the source lives in the top-level ``gpu/``).
 
-One kernel per module: the CUDA source (a ``*.cu`` file loaded with CuPy's RawModule, or a
-numba-CUDA function), its launch wrapper, and the dense reference it must match (tested under
-``tests/``, marked ``gpu``, skipped with a reason when no CUDA device is present). Importing this
-package never imports CuPy: wrappers import it lazily through :mod:`itnet_np.autograd.backend`, so
-a CPU-only install can always ``import itnet_np.gpu``.
+numba-CUDA kernels, one per file, each with its launch wrapper and the dense reference it must match:
+
+    attention_forward.py   tiled attention forward, online softmax, log-sum-exp saved
+    attention_backward.py  FlashAttention-2 backward: dq by query blocks, dk / dv by source blocks
+    mlp_forward.py         the MLP-kernel transform (factorised first layer), per-head online softmax
+    mlp_backward.py        its backward: query / source kernels, weight gradients by block reductions
+    linear_scan.py         chunked parallel scan of h_t = a_t h_{t-1} + u_t (real or complex)
+    attention.py, mlp.py, selective_scan.py   the calls with the CPU kernels' signatures
+    engine_ops.py          the kernels as engine primitives (one graph node per call)
+    plan.py                the 'cuda' backend of the planner contract (transform/planner.py)
+    _cuda.py               shared: the lazy numba.cuda import, checks, kernel cache, device functions
+
+Arrays are CuPy arrays on a GPU; under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) the same
+wrappers run on NumPy arrays, which is how CI tests them (tests/gpu). Without numba-cuda or a device
+every entry point raises ConfigError naming the ``gpu`` extra. Importing this package, or
+``itnet_np.gpu.plan``, imports neither CuPy nor numba.cuda.
 """
