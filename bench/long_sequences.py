@@ -74,11 +74,16 @@ def run_case(case, n, repeat):
     step(layer, x, positions)
     traced = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    lists = None if positions is None else layer.support.plan(positions[None], positions[None]).neighbours()
+    lists, build = None, None
+    if positions is not None:                         # the k-d tree's share of one step
+        t0 = time.perf_counter()
+        lists = layer.support.plan(positions[None], positions[None]).neighbours()
+        build = time.perf_counter() - t0
     return {"case": case, "n": n, "heads": 1, "d": D_MODEL, "dtype": "float32", "repeat": repeat,
             "seconds_median": float(np.median(times)), "seconds_min": float(min(times)),
             "tracemalloc_peak_mib": traced, "rss_peak_growth_mib": rss_growth,
             "neighbours_per_query": None if lists is None else lists.indices.size / n,
+            "neighbour_lists_seconds": build,
             "dense_matrix_mib": n * n * 4 / 2**20, "plan_note": note}
 
 
@@ -87,6 +92,7 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=65536)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--case", choices=["causal", "radius"], help="measure one case in this process")
+    parser.add_argument("--cases", default="causal,radius", help="comma-separated cases of a full run")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                        "long_sequences.json"))
     args = parser.parse_args(argv)
@@ -95,7 +101,7 @@ def main(argv=None):
         return
     from itnet_np.io import write_json
     results = {"machine": machine(), "load_average_before": os.getloadavg(), "cases": []}
-    for case in ("causal", "radius"):
+    for case in args.cases.split(","):
         log(f"long_sequences: {case} at N = {args.n} ...")
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", case, "--n", str(args.n),
                               "--repeat", str(args.repeat)], capture_output=True, text=True, check=True)
@@ -107,6 +113,9 @@ def main(argv=None):
             for c in results["cases"]]
     print(markdown_table(["case", "N", "fwd+bwd s (median)", "tracemalloc peak MiB", "RSS peak growth MiB",
                           "neighbours / query"], rows))
+    for c in results["cases"]:
+        if c.get("neighbour_lists_seconds") is not None:
+            print(f"{c['case']}: building the neighbour lists (k-d tree) takes {c['neighbour_lists_seconds']:.2f} s")
     print(f"load average before {results['load_average_before']}, after {results['load_average_after']}")
 
 
