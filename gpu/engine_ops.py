@@ -5,6 +5,8 @@
     cuda_mlp(a, b, x, y, W, W2, b2, v, w; act, causal, window, mask, normalization, ranges)
         = gpu.mlp.mlp_forward(...)[0]                                     (B, H, N, dv)
     cuda_selective_scan(loga, B, C, v; strict) = gpu.selective_scan.selective_forward(...)  (B, H, N, d)
+    cuda_decay_scan(v, log_rate, coef, log_mod, angle, coef_re, coef_im; strict)
+        = gpu.decay_scan.decay_forward(...)                               (B, H, N, d)
 
 The same declaration as the CPU ops (itnet_np.transform.fused.engine_ops): the forward saves its
 output and returns the row statistic (B, H, N) as residuals (nothing N x M is kept); one VJP for all
@@ -13,10 +15,11 @@ inputs; not twice differentiable (backward(create_graph=True) raises GraphError:
 from itnet_np.autograd.primitive import primitive
 
 from .attention import attention_backward, attention_forward
+from .decay_scan import decay_backward, decay_forward
 from .mlp import mlp_backward, mlp_forward
 from .selective_scan import selective_backward, selective_forward
 
-__all__ = ["cuda_attention", "cuda_mlp", "cuda_selective_scan"]
+__all__ = ["cuda_attention", "cuda_decay_scan", "cuda_mlp", "cuda_selective_scan"]
 
 _MLP_NAMES = ("a", "b", "x", "y", "W", "W2", "b2", "v", "w")
 
@@ -76,3 +79,16 @@ _selective = primitive(lambda loga, Bm, Cm, v, *, strict: selective_forward(loga
 def cuda_selective_scan(loga, Bm, Cm, v, *, strict=False):
     """One engine node: the selective scan on the GPU (arguments as fused.scan_plan.selective_scan)."""
     return _selective(loga, Bm, Cm, v, strict=bool(strict))
+
+
+def _decay_vjp(g, out, needs, v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict):
+    return decay_backward(v, log_rate, coef, log_mod, angle, coef_re, coef_im, g, strict)
+
+
+_decay = primitive(lambda v, *params, strict: decay_forward(v, *params, strict), "cuda_scan_decay",
+                   twice_differentiable=False).defvjp_all(_decay_vjp)
+
+
+def cuda_decay_scan(v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict=False):
+    """One engine node: the decay scan on the GPU (arguments as fused.scan_plan.decay_scan)."""
+    return _decay(v, log_rate, coef, log_mod, angle, coef_re, coef_im, strict=bool(strict))

@@ -5,12 +5,13 @@ The mapping follows the CPU backend (itnet_np.transform.fused.numba_plans; read 
 algebra): DotProductKernel -> cuda_attention (weights folded into v for 'none', appended as a column
 for 'sum', as a log-weight key column under softmax; ALiBi on the index grid; a score bias and
 per-head masks as the kernel's own inputs), MLPKernel -> cuda_mlp with kernel.factors(proj),
-SelectiveKernel -> cuda_selective_scan (the chunked scan; 'none', causal supports). The support goes
+SelectiveKernel / DecayKernel -> cuda_selective_scan / cuda_decay_scan (the chunked scans; 'none',
+causal supports). The support goes
 as the index band (tiles skipped), else per-row source ranges, else the dense mask.
 
 Declined, in words: NumPy data (the CPU backends take those; 'auto' then picks 'numba' or 'dense'),
 no CUDA device or numba-cuda, and everything the GPU kernels do not cover yet: StencilKernel,
-DecayKernel, the selective scan with a mask / window / radius, LowRankKernel, SumKernel, T5 / learned
+the scans with a mask / window / radius, LowRankKernel, SumKernel, T5 / learned
 position biases, activations outside _tiles.ACTIVATIONS, ALiBi off the grid, softmax weights with
 scale 0. Accepted plans always ``pay``: the dense/fused crossover on a device is not measured yet.
 
@@ -20,6 +21,7 @@ from itnet_np.autograd import ops
 from itnet_np.autograd.backend import xp_of
 from itnet_np.autograd.ops._util import raw
 from itnet_np.transform.fused._tiles import ACTIVATIONS
+from itnet_np.transform.kernels.decay import DecayKernel
 from itnet_np.transform.kernels.dot import DotProductKernel
 from itnet_np.transform.kernels.mlp import MLPKernel
 from itnet_np.transform.kernels.selective import SelectiveKernel
@@ -45,15 +47,15 @@ def plan(call):
         return Decline(NAME, "a score_bias for a kernel other than DotProductKernel")
     if call.support.per_head:
         return Decline(NAME, "a per-head mask for a kernel other than DotProductKernel")
-    if isinstance(kernel, SelectiveKernel):
-        return _plan_selective(call)
+    if isinstance(kernel, (SelectiveKernel, DecayKernel)):
+        return _plan_scan(call)
     if isinstance(kernel, MLPKernel):
         if kernel.activation_name not in ACTIVATIONS:
             name = kernel.activation_name or "a callable"
             return Decline(NAME, f"MLPKernel activation {name!r} (GPU kernel: {sorted(ACTIVATIONS)})")
         return _accepted(call, _mlp, "GPU MLP-kernel tiles (numba-CUDA)")
     return Decline(NAME, f"{type(kernel).__name__} (GPU kernels so far: DotProductKernel, MLPKernel, "
-                         "SelectiveKernel; StencilKernel and DecayKernel run on the CPU backend)")
+                         "SelectiveKernel, DecayKernel; StencilKernel runs on the CPU backend)")
 
 
 def device_problem():
@@ -81,9 +83,10 @@ def _plan_dot(call):
     return _accepted(call, _dot, "GPU attention tiles (numba-CUDA, FlashAttention-2)")
 
 
-def _plan_selective(call):
-    """SelectiveKernel -> the chunked scan (selective_scan.py): 'none', self mode on the index grid,
-    the kernel's own (strictly) causal support read from the descriptor (no mask, window or radius)."""
+def _plan_scan(call):
+    """SelectiveKernel / DecayKernel -> the chunked scans (selective_scan.py, decay_scan.py): 'none',
+    self mode on the index grid, the kernel's own (strictly) causal support read from the descriptor
+    (no mask, window or radius)."""
     from itnet_np.transform.fused.scan_plan import support_strictness
     support, proj = call.support, call.proj
     if call.normalization != "none":
@@ -92,20 +95,26 @@ def _plan_selective(call):
         return Decline(NAME, f"N = {support.n} queries against M = {support.m} sources (scan: self mode)")
     if support.shift is None or abs(support.shift[0] - support.shift[1]) > GRID_TOL:
         return Decline(NAME, "positions other than the index grid p_i = i + c")
-    if proj.query["delta"] is not proj.source["delta"]:
+    if isinstance(call.kernel, SelectiveKernel) and proj.query["delta"] is not proj.source["delta"]:
         return Decline(NAME, "a tile of a selective projection (the scan needs the whole sequence)")
     sup = support.support
     if support.mask is not None or sup.window is not None or sup.radius is not None:
-        return Decline(NAME, "a mask, window or radius on the selective scan (GPU: the causal supports only)")
+        return Decline(NAME, "a mask, window or radius on a scan kernel (GPU: the causal supports only)")
     strict = support_strictness(call.kernel, support)
 
     def go():
-        from .engine_ops import cuda_selective_scan
+        from .engine_ops import cuda_decay_scan, cuda_selective_scan
         kernel, v = call.kernel, call.values
         if call.weights is not None:
             v = v * ops.reshape(call.weights, tuple(call.weights.shape) + (1,))
-        loga = ops.transpose(ops.expand_dims(proj.query["delta"], -1) * kernel.state_matrix(), (0, 2, 1, 3))
-        return cuda_selective_scan(loga, proj.source["B"], proj.query["C"], v, strict=strict)
+        if isinstance(kernel, SelectiveKernel):
+            loga = ops.transpose(ops.expand_dims(proj.query["delta"], -1) * kernel.state_matrix(), (0, 2, 1, 3))
+            return cuda_selective_scan(loga, proj.source["B"], proj.query["C"], v, strict=strict)
+        none = xp_of(raw(v)).zeros((kernel.heads, 0), raw(v).dtype)
+        real = (kernel.log_rate, kernel.coef) if kernel.real_modes else (none, none)
+        cplx = (kernel.log_modulus, kernel.angle, kernel.coef_re, kernel.coef_im) if kernel.complex_modes \
+            else (none,) * 4
+        return cuda_decay_scan(v, *real, *cplx, strict=strict)
     return Plan(NAME, go, f"a chunked {'strictly ' if strict else ''}causal scan on the GPU (numba-CUDA)")
 
 

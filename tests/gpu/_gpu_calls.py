@@ -41,6 +41,11 @@ def selective_op(backend, **kw):
     return T.IntegralTransform(4, 4, kernel, normalization="none", backend=backend, rng=1, dtype=F64, **kw)
 
 
+def decay_op(backend, **kw):
+    kernel = T.DecayKernel(heads=2, real_modes=2, complex_modes=1, rng=0, dtype=F64)
+    return T.IntegralTransform(4, 4, kernel, normalization="none", backend=backend, rng=1, dtype=F64, **kw)
+
+
 def captured_call(op, x):
     """The TransformCall ``op(x)`` hands its backend (through a recording backend)."""
     seen = []

@@ -65,6 +65,14 @@ def main():
             f64 = ptx.count(".f64")
             bad |= dtype == np.float32 and f64 > 0
             print(f"{np.dtype(dtype).name:8s} {name:18s} PTX {len(ptx):7d} chars, {f64} .f64 instructions")
+    for dtype, nbt in ((np.complex64, nt.complex64), (np.complex128, nt.complex128)):   # the decay scan's modes
+        c2 = nt.Array(nbt, 2, "C")
+        for name, kernel, args in zip(("scan local", "scan carry", "scan fix"), linear_scan.kernels(np.dtype(dtype)),
+                                      ((c2, c2, c2, c2, c2, nt.boolean), (c2, c2, c2), (c2, c2, c2, nt.boolean))):
+            ptx, _ = cuda.compile_ptx(kernel.py_func, nt.void(*args), cc=(9, 0))
+            f64 = ptx.count(".f64")
+            bad |= dtype == np.complex64 and f64 > 0
+            print(f"{np.dtype(dtype).name:10s} {name:16s} PTX {len(ptx):7d} chars, {f64} .f64 instructions")
     return 1 if bad else 0
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from _gpu_calls import captured_call, dot_op, mlp_op, not_numpy, selective_op
+from _gpu_calls import captured_call, decay_op, dot_op, mlp_op, not_numpy, selective_op
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
     pytest.skip("run through test_gpu_kernels_sim.py (needs NUMBA_ENABLE_CUDASIM=1 before numba loads)",
@@ -31,6 +31,7 @@ CASES = [
     (mlp_op, {"normalization": "none", "quadrature": "mean"}, 39),
     (selective_op, {"support": "causal"}, 71),            # crosses the scan's 64-step chunk
     (selective_op, {"support": "strict_causal", "quadrature": "mean"}, 33),
+    (decay_op, {"support": "causal"}, 67),
 ]
 
 

@@ -1,8 +1,8 @@
-"""The GPU chunked linear scan and selective scan under numba's CUDA simulator (run by
+"""The GPU chunked linear scan and the selective and decay scans under numba's CUDA simulator (run by
 test_gpu_kernels_sim.py in a child process with NUMBA_ENABLE_CUDASIM=1): the scan against the
-sequential loop, the selective scan's forward against the recurrence written as a loop from its
-formula, and its gradients against central differences in float64 (random directions and cotangent)
-and, one by one, against the CPU scan kernel.
+sequential loop, each scan's forward against its recurrence written as a loop from the formula, its
+gradients against central differences in float64 (random directions and cotangent) and, one by one,
+against the CPU scan kernels.
 Sizes cross the 64-step chunk boundary and are not multiples of the 32-row tile."""
 import os
 
@@ -82,4 +82,48 @@ def test_selective_scan_forward_and_gradients(strict):
     from itnet_np.transform.fused.scan_numba import selective_backward as cpu_backward
     for g, want, x in zip(grads, cpu_backward(*args, gy, strict), args):   # each gradient, by name
         assert g.shape == x.shape
+        np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-11)
+
+
+def _decay_loop(v, log_rate, coef, log_mod, angle, coef_re, coef_im, strict):
+    """y from DecayKernel's recurrence, one step at a time, in complex arithmetic."""
+    keep = 0 if strict else 1
+    mu = np.concatenate([np.exp(log_rate), np.exp(log_mod) * np.exp(1j * angle)], axis=1)
+    c = np.concatenate([coef, 2 * (coef_re + 1j * coef_im)], axis=1)
+    B, H, N, d = v.shape
+    y = np.zeros(v.shape)
+    for b in range(B):
+        for h in range(H):
+            z = np.zeros((mu.shape[1], d), complex)
+            for t in range(N):
+                carried = mu[h][:, None] * z
+                z = carried + v[b, h, t]
+                y[b, h, t] = (c[h][:, None] * (carried + keep * v[b, h, t])).real.sum(0)
+    return y
+
+
+@pytest.mark.parametrize("strict, nr, nc", [(False, 2, 2), (True, 1, 3), (False, 0, 2), (True, 2, 0)])
+def test_decay_scan_forward_and_gradients(strict, nr, nc):
+    from itnet_np.gpu.decay_scan import decay_backward, decay_forward
+
+    from itnet_np.transform.fused.scan_numba import decay_backward as cpu_backward
+    rng = np.random.default_rng(10 * nr + nc)
+    H = 2
+    args = [rng.standard_normal((1, H, 70, 3)), -rng.uniform(0.05, 0.5, (H, nr)), rng.standard_normal((H, nr)),
+            -rng.uniform(0.05, 0.5, (H, nc)), rng.uniform(-1, 1, (H, nc)), rng.standard_normal((H, nc)),
+            rng.standard_normal((H, nc))]
+    y = decay_forward(*args, strict)
+    np.testing.assert_allclose(y, _decay_loop(*args, strict), rtol=1e-11, atol=1e-12)
+    gy = rng.standard_normal(y.shape)
+    grads = decay_backward(*args, gy, strict)
+    eps = 1e-6
+    for trial in range(2):
+        dirs = [rng.standard_normal(x.shape) for x in args]
+        plus = decay_forward(*[x + eps * e for x, e in zip(args, dirs)], strict)
+        minus = decay_forward(*[x - eps * e for x, e in zip(args, dirs)], strict)
+        numeric = np.sum(gy * (plus - minus)) / (2 * eps)
+        analytic = sum(np.sum(g * e) for g, e in zip(grads, dirs))
+        assert abs(analytic - numeric) <= 1e-6 * (1 + abs(numeric)), (trial, analytic, numeric)
+    for g, want, x in zip(grads, cpu_backward(*args, gy, strict), args):
+        assert g.shape == x.shape and g.dtype == x.dtype
         np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-11)
