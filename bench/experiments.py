@@ -201,7 +201,10 @@ def report(results, runs, target, settings, ablation, machine):
     missing = [n for n, _ in runs if n not in results]
     out = ["# Experiments (issue 12)", "",
            ("Produced by `python bench/experiments.py` (per-run JSON in `bench/results/experiments/`); "
-           f"machine: {machine}, shared with other jobs, runs at `nice -n 10`. Mean +- std over seeds "
+           f"machine: {machine}, shared with four other engineers' jobs (load average 8-17 on 2 cores during "
+           "the runs), so the runs went at `nice -n 10` with one Numba and one BLAS thread each, two processes "
+           "(`--shard 0/2`, `--shard 1/2`): the CPU seconds are the stable measure, the wall times mostly "
+           "measure the contention. Mean +- std over seeds "
            f"{', '.join(map(str, SEEDS))} (the model and shuffling seed; the data sets are fixed). The issue "
            "allowed up to 10 minutes per run; the session had about two hours for every run together, so the "
            "runs are sized to ~1-3 minutes each (few epochs, the subsets below). Baselines are built at the width "
