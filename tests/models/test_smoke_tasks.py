@@ -15,7 +15,7 @@ SMALL = {
     "mnist1d": {"num_samples": 200},
     "digits": {},
     "listops": {"num_train": 64, "num_test": 8, "min_length": 8, "max_length": 48},
-    "burgers": {"num_train": 16, "num_test": 4, "resolution": 32, "fine": 32},
+    "burgers": {"num_train": 8, "num_test": 2, "resolution": 32, "fine": 32},
     "antiderivative": {"num_train": 16, "num_test": 4, "resolution": 64, "fine": 256},
 }
 RESOLUTION = {"burgers": 8, "antiderivative": 16}
