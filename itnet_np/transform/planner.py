@@ -168,7 +168,11 @@ def answers(call):
 def plan(name, call):
     """The Plan that runs ``call`` under backend ``name`` (see the module docstring)."""
     if call.integration is not None:          # a sampled call: only the Monte Carlo backend evaluates it
-        name = "montecarlo"
+        answer = _BACKENDS[check_backend("montecarlo")](call)
+        if isinstance(answer, Decline):
+            raise ConfigError(f"integration=MonteCarlo(...) cannot sample this call: {answer.reason}; use "
+                              "integration='exact' (or eval mode, which is exact)")
+        return answer
     if name == "auto":
         for other in available_backends():
             if other != "dense":

@@ -178,7 +178,7 @@ def test_declines_and_errors():
     assert "exact evaluation" in layer.explain(x)
     layer.integration = MonteCarlo(samples=8)
     assert "Monte Carlo" in layer.explain(x)
-    with pytest.raises(ConfigError, match="index band nor per-row"):
+    with pytest.raises(ConfigError, match="index band nor per-row.*integration='exact'"):
         layer(x, mask=np.ones((128, 128), bool))
     with pytest.raises(ConfigError, match="integration must be"):
         layer.integration = "sampled"
