@@ -310,7 +310,7 @@ def spectrum(N=2048, ranks=(16, 64)):
 
 # ------------------------------------------------------------------- training comparison (--train)
 
-def train_compare(epochs=4, samples=2000, batch=50, seed=0):
+def train_compare(epochs=3, samples=1500, batch=50, seed=0):
     """ITNet on MNIST-1D (N = 40 points) trained exactly, with Monte Carlo (S = 16 of 40 sources per
     tile, uniform and stratified) and with the learned low-rank kernel (r = 16, 'sum', positive
     features) in place of the MLP kernel; all evaluated exactly (eval mode). Returns rows of
@@ -324,7 +324,7 @@ def train_compare(epochs=4, samples=2000, batch=50, seed=0):
     xte, yte = data.x_test[..., None].astype(F32), data.y_test
     rows = []
     for variant in ("exact", "MC uniform S=16", "MC stratified S=16", "low rank r16"):
-        cfg = models.ITNetConfig(width=32, depth=2, heads=2, backend="numba")
+        cfg = models.ITNetConfig(width=32, depth=2, heads=2, backend="auto")
         model = models.ITNet(models.FunctionEncoder(1, 32, rng=seed), 10, cfg, rng=seed)
         for block in model.blocks:
             if variant.startswith("MC"):
