@@ -66,6 +66,7 @@ from .kernels import (  # noqa: F401
     conv_offsets,
     t5_bucket,
 )
+from .montecarlo import MonteCarlo  # noqa: F401
 from .normalization import NORMALIZATIONS, transform_matrix  # noqa: F401
 from .operator import IntegralTransform  # noqa: F401
 from .planner import Decline, Plan, TransformCall, available_backends, register_backend  # noqa: F401

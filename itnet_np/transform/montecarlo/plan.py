@@ -23,6 +23,7 @@ Accepted: MLPKernel (activations the fused kernel runs) and DotProductKernel (no
 bias; softmax needs scale != 0 and weights > 0), NumPy arrays, supports that are index bands or
 per-row source ranges (full, causal, strictly causal, window, 1-D radius on sorted positions).
 Declined with the reason: exact calls, other kernels, a user mask, a score bias, other supports.
+``control_variate=True`` goes to control.py (the low-rank control variate, 'none' and 'sum').
 """
 import numpy as np
 
