@@ -60,4 +60,5 @@ def captured_call(op, x):
         op(x)
     finally:
         op.backend = old
+        planner._BACKENDS.pop("_record")       # registered for this capture only
     return seen[-1]
