@@ -327,9 +327,13 @@ def test_cell_order_relabels_the_lists_of_the_permuted_points():
     cells = np.floor((pq[q_order] - pq.min(0)) / 0.7)
     keys = cells[:, 0] * 100 + cells[:, 1]
     assert (np.diff(keys) >= 0).all()
-    moved = relabel(radius_neighbours(pq[None], ps[None], 0.7), q_order, s_order)
-    expected = radius_neighbours(pq[q_order][None], ps[s_order][None], 0.7)
+    pq2 = rng.uniform(0, 5, (40, 2))                  # a second batch item with its own points
+    q_order2 = cell_order(pq2, 0.7)
+    moved = relabel(radius_neighbours(np.stack([pq, pq2]), ps[None], 0.7), np.stack([q_order, q_order2]),
+                    s_order[None])
+    expected = radius_neighbours(np.stack([pq[q_order], pq2[q_order2]]), ps[s_order][None], 0.7)
     np.testing.assert_array_equal(moved.indptr, expected.indptr)
-    for i in range(40):                               # same sets per row (order within a row is free)
-        np.testing.assert_array_equal(np.sort(moved.indices[moved.indptr[0, i]:moved.indptr[0, i + 1]]),
-                                      expected.indices[expected.indptr[0, i]:expected.indptr[0, i + 1]])
+    for b in range(2):
+        for i in range(40):                           # same sets per row (order within a row is free)
+            np.testing.assert_array_equal(np.sort(moved.indices[moved.indptr[b, i]:moved.indptr[b, i + 1]]),
+                                          expected.indices[expected.indptr[b, i]:expected.indptr[b, i + 1]])

@@ -65,7 +65,7 @@ from ..positions import GRID_TOL
 from ..support import Support
 from ._tiles import ACTIVATIONS
 from .engine_ops import fused_attention, fused_mlp, neighbour_attention, neighbour_mlp
-from .locality import applies, run_in_cell_order
+from .locality import run_in_cell_order
 from .pair_lists import pair_lists
 from .scan_plan import plan_scan
 from .sorted_plan import run_sorted, sorts_into_ranges
@@ -238,11 +238,8 @@ def _tiled(call, family, what):
         what = what.split(" tiles")[0]               # "fused attention" / "fused MLP-kernel"
         mask = call.support.mask                       # (1|B, N, M) -> (1|B, 1, N, M); per head as given
         mask = mask[:, None] if mask is not None and mask.ndim == 3 else mask
-        if applies(call.support, lists):            # points in cell order: cache-friendly gathers
-            go = lambda: run_in_cell_order(call, lists, mask,
-                                           lambda moved, relabelled, m: run(moved, False, None, m, None, relabelled))
-        else:
-            go = lambda: run(call, False, None, mask, None, lists)
+        go = lambda: run_in_cell_order(call, lists, mask,  # points in cell order: cache-friendly gathers
+                                       lambda moved, relabelled, m: run(moved, False, None, m, None, relabelled))
         return Plan(NAME, go, f"{what} over {describe_support(call.support, lists)}", pays, why_not)
     if sorts_into_ranges(call.support):
         return Plan(NAME, lambda: run_sorted(call, lambda sub: run(sub, *support_args(sub.support))),
