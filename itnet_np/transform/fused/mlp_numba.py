@@ -216,7 +216,7 @@ def _backward_chunk(a, bT, x, yT, W, W2, b2, vT, w, do, dd, stats, bi, c, t, chu
     n_rows, n_cols, code, causal, window, mode, use_mask, ranges = cfg
     da, dx, dbT, dyT, dvT, dw, dW, dW2, db2 = grads
     K, R, H, dvd = a.shape[2], x.shape[2], b2.shape[0], vT.shape[2]
-    zero, ninf = typed(0, a), typed(-np.inf, a)
+    zero, one, ninf = typed(0, a), typed(1, a), typed(-np.inf, a)
     nqt = -(-n_rows // TQ)
     per = -(-nqt // chunks)
     pre = aligned_empty(K, TK, a)
@@ -258,22 +258,24 @@ def _backward_chunk(a, bT, x, yT, W, W2, b2, vT, w, do, dd, stats, bi, c, t, chu
                         de, vrow = dot[e], vT[bi, h, e, js:je]
                         for jj in range(n):
                             dp[jj] += de * vrow[jj]
-                    for jj in range(n):
-                        sj = srow[jj]
-                        keep = sj > ninf
-                        wj = wrow[jj]
-                        if mode == 0:
-                            ej = fexp(sj - st)
-                            gw = ej * (dp[jj] - D)       # dL/dw_j
-                            g, pij = wj * gw, wj * ej    # dL/ds_ij, normalised weight
-                        elif mode == 1:
-                            gz = (dp[jj] - D) / st
-                            gw, g, pij = sj * gz, wj * gz, wj * sj / st
-                        else:
-                            gw, g, pij = sj * dp[jj], wj * dp[jj], wj * sj
-                        srow[jj] = pij if keep else zero
-                        drow[jj] = g if keep else zero
-                        dwrow[jj] += gw if keep else zero
+                    # one loop per mode (a branch inside would keep LLVM from vectorising it):
+                    # gw = dL/dw_j, g = dL/ds_ij, srow <- the normalised weight P_ij
+                    if mode == 0:
+                        for jj in range(n):
+                            ej = fexp(srow[jj] - st)     # 0 for a masked (-inf) logit
+                            gw = ej * (dp[jj] - D)
+                            srow[jj] = wrow[jj] * ej
+                            drow[jj] = wrow[jj] * gw
+                            dwrow[jj] += gw
+                    else:
+                        inv = one / st if mode == 1 else one
+                        for jj in range(n):
+                            sj = srow[jj]
+                            keep = sj > ninf
+                            gz = (dp[jj] - D) * inv if mode == 1 else dp[jj]
+                            srow[jj] = wrow[jj] * sj * inv if keep else zero
+                            drow[jj] = wrow[jj] * gz if keep else zero
+                            dwrow[jj] += sj * gz if keep else zero
                     for e in range(dvd):                     # dv_j += P_ij dout_i
                         de, dvrow = dot[e], dvT[c, bi, h, e, js:je]
                         for jj in range(n):
