@@ -8,6 +8,7 @@ import pytest
 from test_montecarlo_estimator import make_layer
 
 import itnet_np as itn
+from itnet_np import transform as T
 from itnet_np.transform.montecarlo import MonteCarlo
 from itnet_np.transform.montecarlo.draws import Draws
 from itnet_np.transform.montecarlo.engine_ops import sampled_attention, sampled_mlp
@@ -66,3 +67,20 @@ def test_layer_gradcheck_with_fixed_draws(kind, norm):
     for name, p in layer.named_parameters():
         g = np.asarray(p.grad.data)
         assert np.isfinite(g).all() and np.abs(g).max() > 0, name
+
+
+@pytest.mark.parametrize("kind", ["mlp", "dot"])
+@pytest.mark.parametrize("cv", [False, True])
+def test_float32_stays_float32(kind, cv):
+    """Sampled (and control-variate) forwards and gradients keep float32 (no silent upcast)."""
+    k = (T.MLPKernel(3, heads=1, hidden=4, rng=0, dtype=np.float32) if kind == "mlp"
+         else T.DotProductKernel(3, heads=1, rng=0, dtype=np.float32))
+    layer = T.IntegralTransform(3, 3, k, normalization="sum" if cv else "softmax", rng=0, dtype=np.float32)
+    if kind == "mlp":
+        layer.kernel.b2.data[:] = 3.0
+    layer.integration = MonteCarlo(samples=8, control_variate=cv, rank=2)
+    x = itn.tensor(np.random.default_rng(0).normal(size=(1, 70, 3)).astype(np.float32), requires_grad=True)
+    y = layer(x)
+    itn.sum(y * y).backward()
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+    assert all(p.grad.dtype == np.float32 for p in layer.parameters())
