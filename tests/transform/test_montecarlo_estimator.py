@@ -194,3 +194,12 @@ def test_declines_and_errors():
         dot(x, weights=w)
     assert isinstance(planner._BACKENDS["montecarlo"](
         dot._call(x, None, None, None, None, None, None)), planner.Plan)
+
+
+def test_no_queries_in_cross_mode():
+    layer = make_layer("mlp", "softmax")
+    layer.integration = MonteCarlo(samples=4)
+    x, source = itn.tensor(np.zeros((1, 0, 4)), requires_grad=True), itn.tensor(np.ones((1, 5, 4)), requires_grad=True)
+    y = layer(x, source=source)
+    itn.sum(y).backward()
+    assert y.shape == (1, 0, 4) and source.grad.shape == (1, 5, 4)

@@ -49,7 +49,7 @@ class Draws:
         """(idx (L,) int64, coef (L,) float64, row_lo (N,), row_hi (N,)): the concatenated sorted draws
         of every tile and each row's slice [row_lo_i, row_hi_i) of them."""
         T, n = self.method.tile, self.n
-        idx, coef = [], []
+        idx, coef = [np.zeros(0, np.int64)], [np.zeros(0)]          # (no queries: no draws)
         row_lo, row_hi = np.zeros(n, np.int64), np.zeros(n, np.int64)
         offset = 0
         for t, i0 in enumerate(range(0, n, T)):
