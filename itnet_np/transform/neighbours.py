@@ -51,24 +51,37 @@ class Neighbours(NamedTuple):
 def radius_neighbours(query_positions, source_positions, radius):
     """Neighbours of each query within ``radius`` (closed ball) among the sources.
 
-    query_positions (1|B, N, D), source_positions (1|B, M, D): finite NumPy arrays.
+    query_positions (1|B, N, D), source_positions (1|B, M, D): finite NumPy arrays. Per batch item,
+    two k-d trees find the candidate pairs as flat index arrays (no Python list per query), slightly
+    beyond r so that no pair on the sphere is lost to the trees' rounding; the definition
+    sum_d (p_jd - p_id)^2 <= r^2 then decides each candidate exactly as the dense support does.
     """
+    from scipy.sparse import coo_matrix
     from scipy.spatial import cKDTree
 
     pq, ps = np.asarray(query_positions, np.float64), np.asarray(source_positions, np.float64)
     batch, n, m = max(pq.shape[0], ps.shape[0]), pq.shape[1], ps.shape[1]
+    reach = np.nextafter(radius * (1 + 1e-9), np.inf)
     indptr = np.zeros((batch, n + 1), np.int64)
     chunks, total = [], 0
+    trees = {}
     for b in range(batch):
-        src, qry = ps[min(b, ps.shape[0] - 1)], pq[min(b, pq.shape[0] - 1)]
-        if m == 0 or n == 0:
-            lists = [[] for _ in range(n)]
-        else:
-            lists = cKDTree(src).query_ball_point(qry, radius, return_sorted=True)
-        counts = np.fromiter((len(x) for x in lists), np.int64, count=n)
+        bq, bs = min(b, pq.shape[0] - 1), min(b, ps.shape[0] - 1)
+        counts, j = np.zeros(n, np.int64), np.zeros(0, np.int64)
+        if m and n:
+            for side, k, pts in (("q", bq, pq), ("s", bs, ps)):
+                if (side, k) not in trees:
+                    trees[side, k] = cKDTree(pts[k])
+            found = trees["q", bq].sparse_distance_matrix(trees["s", bs], reach, output_type="ndarray")
+            i, j = found["i"].astype(np.int64), found["j"].astype(np.int64)
+            delta = ps[bs, j] - pq[bq, i]
+            inside = np.einsum("pd,pd->p", delta, delta) <= radius * radius
+            rows = coo_matrix((np.ones(inside.sum(), np.int8), (i[inside], j[inside])), (n, m)).tocsr()
+            rows.sort_indices()                                   # a counting sort by row, then by j
+            counts, j = np.diff(rows.indptr), rows.indices.astype(np.int64)
         indptr[b, 0] = total
         indptr[b, 1:] = total + np.cumsum(counts)
         total = int(indptr[b, -1])
-        chunks.extend(np.asarray(x, np.int64) for x in lists if len(x))
+        chunks.append(j)
     indices = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
     return Neighbours(indptr, indices, m)
