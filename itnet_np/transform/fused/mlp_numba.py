@@ -25,8 +25,8 @@ sum_r W_kr x_ir y_r, act(pre) into a second buffer (see _tiles.activate), s[h, :
 sum_k W2_hk act[k, :], the online softmax (or sums) on s[h, :], and y^h_i += sum_j e_j v^h_j as
 dv dot products over the run. The softmax shift m moves only when a logit exceeds it by more
 than LAZY (exp(s - m) <= e^LAZY, exact after the division by the sum), so a run costs one
-vectorised compare instead of a max. No BLAS calls (their per-call cost dominated the small tiles). The TQ query rows of a task share each
-source tile while it is in cache. All arithmetic is in the data's dtype (typed constants).
+vectorised compare instead of a max. No BLAS calls (their per-call cost dominated the small
+tiles). The TQ query rows of a task share each source tile while it is in cache. All arithmetic is in the data's dtype (typed constants).
 
 Backward recomputes the blocks. With dP^h_ij = dout^h_i . v^h_j, D^h_i = dout^h_i . y^h_i and
 e_ij = exp(s_ij - stats_i):
