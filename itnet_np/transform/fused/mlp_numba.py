@@ -17,16 +17,17 @@ support S(i) (causal j <= i, |i - j| <= window, bool mask (B, H, N, M)-broadcast
 (sums over j in S(i); 'softmax' is the softmax of the logits s + log w, computed online without the
 log; it needs w >= 0). An empty row, or Z = 0 for 'sum', gives y = 0.
 
-Per pair the cost is O(K (1 + R) + H K + H dv). Layout: every inner loop runs over a run of
-sources (up to TK contiguous j of one query row i), so the loops vectorise whatever K, H and dv
-are (loops over K = 16 or dv = 16 would be too short for 8-lane vectors): the sources' b, y and v
-come transposed, (K, M), (R, M), (dv, M). Per query row i and source tile: pre[k, :] = a_ik + b_k +
-sum_r W_kr x_ir y_r, act(pre) into a second buffer (see _tiles.activate), s[h, :] = b2_h +
-sum_k W2_hk act[k, :], the online softmax (or sums) on s[h, :], and y^h_i += sum_j e_j v^h_j as
-dv dot products over the run. The softmax shift m moves only when a logit exceeds it by more
-than LAZY (exp(s - m) <= e^LAZY, exact after the division by the sum), so a run costs one
-vectorised compare instead of a max. No BLAS calls (their per-call cost dominated the small
-tiles). The TQ query rows of a task share each source tile while it is in cache. All arithmetic is in the data's dtype (typed constants).
+Per pair the cost is O(K (1 + R) + H K + H dv). Layout: every inner loop runs over a run of sources
+(up to TK contiguous j of one query row i), so the loops vectorise whatever K, H and dv are (loops
+over K = 16 or dv = 16 would be too short for 8-lane vectors): the sources' b, y and v come
+transposed, (K, M), (R, M), (dv, M). Per query row i and source tile: pre[k, :] = a_ik + b_k + sum_r
+W_kr x_ir y_r, act(pre) into a second buffer (see _tiles.activate), s[h, :] = b2_h + sum_k W2_hk
+act[k, :], the online softmax (or sums) on s[h, :], and y^h_i += sum_j e_j v^h_j as dv dot products
+over the run. The softmax shift m moves only when a logit exceeds it by more than LAZY (exp(s - m)
+<= e^LAZY, exact after the division by the sum), so a run costs one vectorised compare instead of a
+max. No BLAS calls (their per-call cost dominated the small tiles). The TQ query rows of a task
+share each source tile while it is in cache. All arithmetic is in the data's dtype (typed
+constants).
 
 Backward recomputes the blocks. With dP^h_ij = dout^h_i . v^h_j, D^h_i = dout^h_i . y^h_i and
 e_ij = exp(s_ij - stats_i):
