@@ -16,10 +16,15 @@ constants (as in the dense indicator).
 Declined (``supports`` False, or at call time ``decline_reason``): other kernels, 'softmax' (the
 off-tap pairs have e^0 = 1, so the sum is not banded), non-NumPy arrays, positions that are not
 integer-valued, sources sharing a position, position grids too large to linearise in int64.
+
+The preparation (declines, tap indices, the support on the taps, 'sum' as an appended ones column)
+is array-module generic: ``plan_stencil(call, name, op)`` with the GPU's engine op (same arguments as
+``fused_stencil``) is the 'cuda' backend's StencilKernel plan (itnet_np.gpu.plan).
 """
 import numpy as np
 
 from ...autograd.ops import concatenate
+from ...autograd.backend import xp_of
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
 from ..kernels.stencil import StencilKernel
@@ -44,42 +49,44 @@ def stencil_indices(query_positions, source_positions, offsets, mask=None):
     Returns None (with no partial work kept) when positions are not integers, sources repeat a
     position, or the source box is too large to linearise in int64.
     """
-    q, s = as_integers(np.asarray(query_positions)), as_integers(np.asarray(source_positions))
+    xp = xp_of(source_positions)
+    q, s = as_integers(xp.asarray(query_positions)), as_integers(xp.asarray(source_positions))
     if q is None or s is None:
         return None
-    off = np.asarray(offsets, np.int64)
+    off = xp.asarray(offsets).astype(np.int64)
     N, M, T = q.shape[1], s.shape[1], off.shape[0]
     batch = max(q.shape[0], s.shape[0])
-    idx = np.full((batch, N, T), -1, np.int64)
+    idx = xp.full((batch, N, T), -1, np.int64)
     for b in range(batch):
         src, qry = s[min(b, s.shape[0] - 1)], q[min(b, q.shape[0] - 1)]
         lo, hi = src.min(axis=0), src.max(axis=0)
-        ext = hi - lo + 1
+        ext = [int(e) for e in hi - lo + 1]                      # D host integers
         if np.prod([float(e) for e in ext]) >= 2.0 ** 62:
             return None
-        strides = np.ones_like(ext)
+        strides = [1] * len(ext)
         for d in range(len(ext) - 2, -1, -1):
             strides[d] = strides[d + 1] * ext[d + 1]
-        keys = (src - lo) @ strides
-        order = np.argsort(keys, kind="stable")
+        strides = xp.asarray(strides, np.int64)
+        keys = ((src - lo) * strides).sum(axis=-1)
+        order = xp.argsort(keys)                                 # keys are distinct, or we decline
         sk = keys[order]
-        if M > 1 and np.any(sk[1:] == sk[:-1]):
+        if M > 1 and bool(xp.any(sk[1:] == sk[:-1])):
             return None
         t = qry[:, None, :] + off[None]                          # (N, T, D) target positions
-        inside = np.all((t >= lo) & (t <= hi), axis=-1)
-        tk = np.clip(t - lo, 0, ext - 1) @ strides
-        pos = np.minimum(np.searchsorted(sk, tk), M - 1)
+        inside = xp.all((t >= lo) & (t <= hi), axis=-1)
+        tk = (xp.clip(t - lo, 0, xp.asarray(ext, np.int64) - 1) * strides).sum(axis=-1)
+        pos = xp.minimum(xp.searchsorted(sk, tk), M - 1)
         hit = inside & (sk[pos] == tk)
-        idx[b] = np.where(hit, order[pos], -1)
+        idx[b] = xp.where(hit, order[pos], -1)
     if mask is not None:
-        mask = np.asarray(mask)
+        mask = xp.asarray(mask)
         batch = max(batch, mask.shape[0])
-        idx = np.broadcast_to(idx, (batch, N, T))
-        rows = np.arange(N)[:, None]
-        keep = np.stack([mask[min(b, mask.shape[0] - 1)][rows, np.maximum(idx[b], 0)]
+        idx = xp.broadcast_to(idx, (batch, N, T))
+        rows = xp.arange(N)[:, None]
+        keep = xp.stack([mask[min(b, mask.shape[0] - 1)][rows, xp.maximum(idx[b], 0)]
                          for b in range(batch)])
-        idx = np.where(keep, idx, -1)
-    return np.ascontiguousarray(idx)
+        idx = xp.where(keep, idx, -1)
+    return xp.ascontiguousarray(idx)
 
 
 # ----------------------------------------------------------------------------------- engine op
@@ -104,13 +111,14 @@ def fused_stencil(table, w, v, idx):
 
 # ------------------------------------------------------------------------------------- backend
 
-def decline_reason(kernel, proj, values, normalization):
-    """Why this call cannot run banded (a string), or None; needs the data (positions)."""
+def decline_reason(kernel, proj, values, normalization, host=True):
+    """Why this call cannot run banded (a string), or None; needs the data (positions). ``host``:
+    the engine op runs on NumPy arrays (the CPU kernel); a device plan checks its arrays itself."""
     if not isinstance(kernel, StencilKernel):
         return f"{type(kernel).__name__} (banded: StencilKernel only)"
     if normalization not in ("none", "sum"):
         return f"normalization={normalization!r} (banded: 'none', 'sum'; softmax weighs off-tap pairs)"
-    if type(raw(values)) is not np.ndarray:
+    if host and type(raw(values)) is not np.ndarray:
         return "arrays that are not NumPy arrays (the banded kernel runs on the CPU)"
     pq, ps = raw(proj.query["p"]), raw(proj.source["p"])
     if pq.shape[-1] != kernel.position_dim or ps.shape[-1] != kernel.position_dim:
@@ -120,24 +128,29 @@ def decline_reason(kernel, proj, values, normalization):
     return None
 
 
-def plan_stencil(call, name="numba"):
-    """The banded stencil's answer to a planner.TransformCall: a Plan or a Decline (with the reason)."""
+def plan_stencil(call, name="numba", op=None):
+    """The banded stencil's answer to a planner.TransformCall: a Plan or a Decline (with the reason).
+
+    ``op``: the engine op to run, with fused_stencil's arguments; None for fused_stencil (the CPU
+    kernel: NumPy arrays only, pays from MIN_PAIRS pairs), else a device op (the 'cuda' backend's
+    cuda_stencil: any array module, always pays, as every GPU plan so far)."""
     from ..planner import Decline, Plan
     kernel, proj, values = call.kernel, call.proj, call.values
-    reason = decline_reason(kernel, proj, values, call.normalization)
+    reason = decline_reason(kernel, proj, values, call.normalization, host=op is None)
     idx = None
     if reason is None:
-        offsets = np.rint(raw(kernel.offsets)).astype(np.int64)
+        offsets = xp_of(raw(kernel.offsets)).rint(raw(kernel.offsets)).astype(np.int64)
         taps, mask = tap_support(call.support, offsets)
         idx = stencil_indices(raw(proj.query["p"]), raw(proj.source["p"]), offsets, mask)
         if idx is None:
             reason = "source positions that repeat or span more than 2^62 grid points"
-        elif not taps.all():
+        elif not bool(taps.all()):
             idx[..., ~taps] = -1
     if reason:
         return Decline(name, reason)
-    pays = call.pairs >= MIN_PAIRS
-    return Plan(name, lambda: _banded(kernel, values, call.weights, call.normalization, idx),
+    pays = op is not None or call.pairs >= MIN_PAIRS
+    run = op or fused_stencil
+    return Plan(name, lambda: _banded(kernel, values, call.weights, call.normalization, idx, run),
                 f"a banded gather over the {idx.shape[-1]} taps", pays,
                 f"N M = {call.pairs} pairs < {MIN_PAIRS}, where the dense path is faster")
 
@@ -151,17 +164,17 @@ def tap_support(support, offsets):
     if support.support.is_full or (as_integers(pq, exact=True) is not None
                                    and as_integers(ps, exact=True) is not None):
         return support.keep_offsets(offsets.astype(np.float64)), support.mask
-    return np.ones(offsets.shape[0], bool), support.dense_mask()
+    return xp_of(offsets).ones(offsets.shape[0], bool), support.dense_mask()
 
 
-def _banded(kernel, values, weights, normalization, idx):
+def _banded(kernel, values, weights, normalization, idx, op):
     v = values
-    dtype = raw(values).dtype
-    w = weights if weights is not None else np.ones((1, 1, values.shape[2]), dtype)
+    xp, dtype = xp_of(raw(values)), raw(values).dtype
+    w = weights if weights is not None else xp.ones((1, 1, values.shape[2]), dtype)
     if normalization == "sum":
-        ones = np.ones(tuple(values.shape[:3]) + (1,), dtype)
+        ones = xp.ones(tuple(values.shape[:3]) + (1,), dtype)
         v = concatenate([values, ones], axis=-1)
-    out = fused_stencil(kernel.table, w, v, idx)
+    out = op(kernel.table, w, v, idx)
     if normalization == "sum":
         out = ratio_or_zero(out[..., :-1], out[..., -1:])
     return out
