@@ -7,10 +7,12 @@
     cuda_selective_scan(loga, B, C, v; strict) = gpu.selective_scan.selective_forward(...)  (B, H, N, d)
     cuda_decay_scan(v, log_rate, coef, log_mod, angle, coef_re, coef_im; strict)
         = gpu.decay_scan.decay_forward(...)                               (B, H, N, d)
+    cuda_stencil(table, w, v, idx) = gpu.stencil.stencil_forward(idx, table, w, v)   (B, H, N, d)
 
 The same declaration as the CPU ops (itnet_np.transform.fused.engine_ops): the forward saves its
 output and returns the row statistic (B, H, N) as residuals (nothing N x M is kept); one VJP for all
-inputs; not twice differentiable (backward(create_graph=True) raises GraphError: use 'dense').
+inputs (the scans and the stencil save nothing: their backward recomputes from the inputs); not twice
+differentiable (backward(create_graph=True) raises GraphError: use 'dense').
 """
 from itnet_np.autograd.primitive import primitive
 
@@ -18,8 +20,9 @@ from .attention import attention_backward, attention_forward
 from .decay_scan import decay_backward, decay_forward
 from .mlp import mlp_backward, mlp_forward
 from .selective_scan import selective_backward, selective_forward
+from .stencil import stencil_backward, stencil_forward
 
-__all__ = ["cuda_attention", "cuda_decay_scan", "cuda_mlp", "cuda_selective_scan"]
+__all__ = ["cuda_attention", "cuda_decay_scan", "cuda_mlp", "cuda_selective_scan", "cuda_stencil"]
 
 _MLP_NAMES = ("a", "b", "x", "y", "W", "W2", "b2", "v", "w")
 
@@ -92,3 +95,17 @@ _decay = primitive(lambda v, *params, strict: decay_forward(v, *params, strict),
 def cuda_decay_scan(v, log_rate, coef, log_mod, angle, coef_re, coef_im, *, strict=False):
     """One engine node: the decay scan on the GPU (arguments as fused.scan_plan.decay_scan)."""
     return _decay(v, log_rate, coef, log_mod, angle, coef_re, coef_im, strict=bool(strict))
+
+
+def _stencil_vjp(g, out, needs, table, w, v, *, idx):
+    return stencil_backward(idx, table, w, v, g, want_w=needs[1])
+
+
+_stencil = primitive(lambda table, w, v, *, idx: stencil_forward(idx, table, w, v), "cuda_stencil",
+                     twice_differentiable=False).defvjp_all(_stencil_vjp)
+
+
+def cuda_stencil(table, w, v, idx):
+    """One engine node: the banded stencil on the GPU (arguments as fused.stencil_plan.fused_stencil:
+    table (H, T), w (1|B, 1|H, M), v (B, H, M, d), idx a raw int64 constant (1|B, N, T), -1 = none)."""
+    return _stencil(table, w, v, idx=idx)

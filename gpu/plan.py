@@ -6,12 +6,15 @@ algebra): DotProductKernel -> cuda_attention (weights folded into v for 'none', 
 for 'sum', as a log-weight key column under softmax; ALiBi on the index grid; a score bias and
 per-head masks as the kernel's own inputs), MLPKernel -> cuda_mlp with kernel.factors(proj),
 SelectiveKernel / DecayKernel -> cuda_selective_scan / cuda_decay_scan (the chunked scans; 'none',
-causal supports). The support goes
-as the index band (tiles skipped), else per-row source ranges, else the dense mask.
+causal supports), StencilKernel -> cuda_stencil through the CPU plan's own preparation
+(fused.stencil_plan.plan_stencil with the GPU op: tap indices, the support on the taps, 'sum' as a
+ones column). The support goes as the index band (tiles skipped), else per-row source ranges, else
+the dense mask.
 
 Declined, in words: NumPy data (the CPU backends take those; 'auto' then picks 'numba' or 'dense'),
-no CUDA device or numba-cuda, and everything the GPU kernels do not cover yet: StencilKernel,
-the scans with a mask / window / radius, LowRankKernel, SumKernel, T5 / learned
+no CUDA device or numba-cuda, what the banded stencil declines on the CPU too ('softmax', positions
+that are not integers, sources sharing a position, grids too large for int64 keys), and everything
+the GPU kernels do not cover yet: the scans with a mask / window / radius, LowRankKernel, SumKernel, T5 / learned
 position biases, activations outside _tiles.ACTIVATIONS, ALiBi off the grid, softmax weights with
 scale 0. Accepted plans always ``pay``: the dense/fused crossover on a device is not measured yet.
 
@@ -25,6 +28,7 @@ from itnet_np.transform.kernels.decay import DecayKernel
 from itnet_np.transform.kernels.dot import DotProductKernel
 from itnet_np.transform.kernels.mlp import MLPKernel
 from itnet_np.transform.kernels.selective import SelectiveKernel
+from itnet_np.transform.kernels.stencil import StencilKernel
 from itnet_np.transform.normalization import ratio_or_zero
 from itnet_np.transform.planner import Decline, Plan
 from itnet_np.transform.positions import GRID_TOL
@@ -49,13 +53,16 @@ def plan(call):
         return Decline(NAME, "a per-head mask for a kernel other than DotProductKernel")
     if isinstance(kernel, (SelectiveKernel, DecayKernel)):
         return _plan_scan(call)
+    if isinstance(kernel, StencilKernel):
+        from itnet_np.transform.fused.stencil_plan import plan_stencil
+        return plan_stencil(call, NAME, _stencil)
     if isinstance(kernel, MLPKernel):
         if kernel.activation_name not in ACTIVATIONS:
             name = kernel.activation_name or "a callable"
             return Decline(NAME, f"MLPKernel activation {name!r} (GPU kernel: {sorted(ACTIVATIONS)})")
         return _accepted(call, _mlp, "GPU MLP-kernel tiles (numba-CUDA)")
     return Decline(NAME, f"{type(kernel).__name__} (GPU kernels so far: DotProductKernel, MLPKernel, "
-                         "SelectiveKernel, DecayKernel; StencilKernel runs on the CPU backend)")
+                         "SelectiveKernel, DecayKernel, StencilKernel)")
 
 
 def device_problem():
@@ -131,6 +138,11 @@ def support_args(support):
     if mask is not None and mask.ndim == 3:
         mask = mask[:, None]
     return band[0], band[1], mask, ranges
+
+
+def _stencil(table, w, v, idx):
+    from .engine_ops import cuda_stencil
+    return cuda_stencil(table, w, v, idx)
 
 
 def _accepted(call, run, what):

@@ -30,13 +30,14 @@ def _compile_only():
     from numba import cuda
     from numba.cuda import dispatcher
     dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
-    for name in ("_cuda", "attention_forward", "attention_backward", "mlp_forward", "mlp_backward", "linear_scan"):
+    for name in ("_cuda", "attention_forward", "attention_backward", "mlp_forward", "mlp_backward", "linear_scan",
+                 "stencil"):
         importlib.import_module("itnet_np.gpu." + name).require_device = lambda: cuda
 
 
 def main():
     _compile_only()
-    from itnet_np.gpu import attention_backward, attention_forward, linear_scan, mlp_backward, mlp_forward
+    from itnet_np.gpu import attention_backward, attention_forward, linear_scan, mlp_backward, mlp_forward, stencil
     from numba import cuda
     from numba import types as nt
     bad = False
@@ -60,6 +61,10 @@ def main():
         local, carry, fix = linear_scan.kernels(np.dtype(dtype))
         cases += [("scan local", local, (f2, f2, f2, f2, f2, nt.boolean)), ("scan carry", carry, (f2, f2, f2)),
                   ("scan fix", fix, (f2, f2, f2, nt.boolean))]
+        i3 = nt.Array(nt.int64, 3, "C")
+        fwd, bwd = stencil.kernels(np.dtype(dtype), 5)
+        cases += [("stencil forward", fwd, (i3, f2, f3, f4, f4)),
+                  ("stencil backward", bwd, (i3, f2, f3, f4, f4, f3, f3, f4, nt.boolean))]
         for name, kernel, args in cases:
             ptx, _ = cuda.compile_ptx(kernel.py_func, nt.void(*args), cc=(9, 0))
             f64 = ptx.count(".f64")

@@ -1,4 +1,4 @@
-"""Runs the numba-CUDA kernel tests (sim_gpu_kernels.py, sim_gpu_scan.py) and the 'cuda' plan's runs
+"""Runs the numba-CUDA kernel tests (sim_gpu_kernels.py, sim_gpu_scan.py, sim_gpu_stencil.py) and the 'cuda' plan's runs
 (sim_gpu_plan.py) under numba's CUDA simulator, in a child process.
 
 NUMBA_ENABLE_CUDASIM is read once, when numba loads, and replaces numba.cuda for the whole process;
@@ -19,7 +19,7 @@ def test_gpu_kernels_pass_under_the_cuda_simulator():
     env.pop("ITNET_REQUIRE_GPU", None)          # the simulator is not a GPU
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            str(HERE / "sim_gpu_kernels.py"), str(HERE / "sim_gpu_plan.py"),
-                           str(HERE / "sim_gpu_scan.py")],
+                           str(HERE / "sim_gpu_scan.py"), str(HERE / "sim_gpu_stencil.py")],
                           cwd=HERE.parent.parent, env=env, capture_output=True, text=True, timeout=900, check=False)
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, f"simulator tests failed (exit {proc.returncode}):\n{tail}"
