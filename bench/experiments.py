@@ -39,6 +39,12 @@ SETTINGS = {
     "antiderivative": {"size": "small", "epochs": 6, "batch_size": 32, "lr": 3e-3, "train_size": 500},
 }
 ABLATION = dict(SETTINGS["mnist1d"], size="tiny", epochs=4, train_size=1500)
+# Single-seed longer runs after the main ones: how far more epochs move the largest misses.
+EXTRA = {
+    "extra-mnist1d-itnet-e8": dict(SETTINGS["mnist1d"], task="mnist1d", model="itnet", ablation=None, seed=0, epochs=8),
+    "extra-burgers-itnet-e60": dict(SETTINGS["burgers"], task="burgers", model="itnet", ablation=None, seed=0,
+                                    epochs=60),
+}
 TABLE5 = ("full", "no_prod", "no_dp", "no_dist2", "no_fourier", "content_only", "position_only")
 
 
@@ -226,9 +232,20 @@ def report(results, runs, target, settings, ablation, machine):
     if os.path.exists(notes):
         with open(notes) as f:
             out += ["", f.read().strip()]
+    extra = [(n, results[n]) for n in EXTRA if n in results]
+    if extra:
+        out += ["", "## Longer single-seed runs (`--extra`)", "",
+                ("The main settings leave ITNet short of its targets; these runs (seed 0, same settings otherwise) show "
+                "what more epochs give."), "", "| run | epochs | test metric | at 4x grid | CPU s |", "|---|---|---|---|---|"]
+        for n, r in extra:
+            metric = "test_rel_l2" if "test_rel_l2" in r["test"] else "test_accuracy"
+            value = r["test"][metric]
+            fine = r.get("test_4x", {}).get(metric)
+            out.append(f"| {n} | {r['config']['epochs']} | {metric[5:]} {value:.4g} | "
+                       f"{'-' if fine is None else f'{fine:.4g}'} | {r['cpu_seconds']:.0f} |")
     out += ["", "## Commands", "", ("Each run is the command below with `--out DIR` its run directory, then "
             "`itnet eval DIR` (and `itnet eval DIR --resolution R` at 4x for the operator tasks)."), "", "```"]
-    out += [command(c, "DIR") for n, c in runs if n in results]
+    out += [command(c, "DIR") for n, c in list(runs) + list(EXTRA.items()) if n in results]
     out += ["```"]
     if missing:
         out += ["", "## Not finished", "", "These runs did not finish in the session's time: "
@@ -248,10 +265,11 @@ if __name__ == "__main__":
     parser.add_argument("--report", action="store_true", help="only write EXPERIMENTS.md from the JSON results")
     parser.add_argument("--reevaluate", action="store_true",
                         help="recompute the operator runs' 4x-grid evaluations from their checkpoints, then report")
+    parser.add_argument("--extra", action="store_true", help="run the longer single-seed runs (EXTRA)")
     parser.add_argument("--dry-run", action="store_true", help="1 epoch on 64 examples, into a temporary directory")
     args = parser.parse_args()
     results_dir, runs_dir = RESULTS, args.runs
-    runs = [(n, c) for n, c in plan() if args.only in n]
+    runs = [(n, c) for n, c in (EXTRA.items() if args.extra else plan()) if args.only in n]
     if args.dry_run:
         tmp = tempfile.mkdtemp(prefix="itnet-experiments-")
         results_dir, runs_dir = os.path.join(tmp, "results"), os.path.join(tmp, "runs")
