@@ -9,6 +9,7 @@ numba-CUDA kernels, one per file, each with its launch wrapper and the dense ref
     linear_scan.py         chunked parallel scan of h_t = a_t h_{t-1} + u_t (real or complex)
     attention.py, mlp.py   the calls with the CPU kernels' signatures (checks, then launches)
     selective_scan.py, decay_scan.py   SelectiveKernel / DecayKernel scans on linear_scan
+    stencil.py             the banded StencilKernel: a gather over the taps, its backward by atomics
     engine_ops.py          the kernels as engine primitives (one graph node per call)
     plan.py                the 'cuda' backend of the planner contract (transform/planner.py)
     _cuda.py               shared: the lazy numba.cuda import, checks, kernel cache, device functions

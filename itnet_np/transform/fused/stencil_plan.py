@@ -139,7 +139,8 @@ def plan_stencil(call, name="numba", op=None):
     reason = decline_reason(kernel, proj, values, call.normalization, host=op is None)
     idx = None
     if reason is None:
-        offsets = xp_of(raw(kernel.offsets)).rint(raw(kernel.offsets)).astype(np.int64)
+        xp = xp_of(raw(proj.source["p"]))                   # the offsets on the positions' device
+        offsets = xp.rint(xp.asarray(raw(kernel.offsets))).astype(np.int64)
         taps, mask = tap_support(call.support, offsets)
         idx = stencil_indices(raw(proj.query["p"]), raw(proj.source["p"]), offsets, mask)
         if idx is None:
