@@ -37,7 +37,14 @@ def _compile_only():
 
 def main():
     _compile_only()
-    from itnet_np.gpu import attention_backward, attention_forward, linear_scan, mlp_backward, mlp_forward, stencil
+    from itnet_np.gpu import (
+        attention_backward,
+        attention_forward,
+        linear_scan,
+        mlp_backward,
+        mlp_forward,
+        stencil,
+    )
     from numba import cuda
     from numba import types as nt
     bad = False

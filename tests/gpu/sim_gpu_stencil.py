@@ -25,7 +25,6 @@ from itnet_np.gpu.stencil import stencil_backward, stencil_forward
 
 import itnet_np as itn
 from itnet_np import transform as T
-from itnet_np.transform import planner
 from itnet_np.transform.fused.stencil_plan import stencil_indices
 
 F64 = np.float64

@@ -23,8 +23,8 @@ is array-module generic: ``plan_stencil(call, name, op)`` with the GPU's engine 
 """
 import numpy as np
 
-from ...autograd.ops import concatenate
 from ...autograd.backend import xp_of
+from ...autograd.ops import concatenate
 from ...autograd.ops._util import raw
 from ...autograd.primitive import primitive
 from ..kernels.stencil import StencilKernel
@@ -66,15 +66,14 @@ def stencil_indices(query_positions, source_positions, offsets, mask=None):
         strides = [1] * len(ext)
         for d in range(len(ext) - 2, -1, -1):
             strides[d] = strides[d + 1] * ext[d + 1]
-        strides = xp.asarray(strides, np.int64)
-        keys = ((src - lo) * strides).sum(axis=-1)
+        keys = sum((src[:, d] - lo[d]) * strides[d] for d in range(len(ext)))   # no host -> device copy
         order = xp.argsort(keys)                                 # keys are distinct, or we decline
         sk = keys[order]
         if M > 1 and bool(xp.any(sk[1:] == sk[:-1])):
             return None
         t = qry[:, None, :] + off[None]                          # (N, T, D) target positions
         inside = xp.all((t >= lo) & (t <= hi), axis=-1)
-        tk = (xp.clip(t - lo, 0, xp.asarray(ext, np.int64) - 1) * strides).sum(axis=-1)
+        tk = sum(xp.clip(t[..., d] - lo[d], 0, ext[d] - 1) * strides[d] for d in range(len(ext)))
         pos = xp.minimum(xp.searchsorted(sk, tk), M - 1)
         hit = inside & (sk[pos] == tk)
         idx[b] = xp.where(hit, order[pos], -1)
