@@ -14,9 +14,9 @@ the dense mask.
 Declined, in words: NumPy data (the CPU backends take those; 'auto' then picks 'numba' or 'dense'),
 no CUDA device or numba-cuda, what the banded stencil declines on the CPU too ('softmax', positions
 that are not integers, sources sharing a position, grids too large for int64 keys), and everything
-the GPU kernels do not cover yet: the scans with a mask / window / radius, LowRankKernel, SumKernel, T5 / learned
-position biases, activations outside _tiles.ACTIVATIONS, ALiBi off the grid, softmax weights with
-scale 0. Accepted plans always ``pay``: the dense/fused crossover on a device is not measured yet.
+the GPU kernels do not cover yet: the scans with a mask / window / radius, LowRankKernel, SumKernel,
+T5 / learned position biases, activations outside _tiles.ACTIVATIONS, ALiBi off the grid, softmax
+weights with scale 0. Accepted plans always ``pay``: the dense/fused crossover on a device is not measured yet.
 
 Importing this module imports neither CuPy nor numba.cuda: both load when a plan runs.
 """
