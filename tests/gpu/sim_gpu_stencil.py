@@ -152,3 +152,17 @@ def test_cuda_plan_declines_what_the_banded_stencil_cannot_do():
     op.backend = BACKEND
     text = op.explain(**dict(kw, positions=kw["positions"] + 0.25))
     assert "positions that are not integer-valued" in text, text
+
+
+def test_stencil_kernels_name_bad_arguments():
+    from itnet_np.errors import DTypeError, ShapeError
+    idx, table = np.zeros((1, 5, 2), np.int64), np.ones((2, 2))
+    w, v = np.ones((1, 1, 3)), np.ones((1, 2, 3, 4))
+    with pytest.raises(DTypeError, match=r"table is float32 but values are float64"):
+        stencil_forward(idx, table.astype(np.float32), w, v)
+    with pytest.raises(ShapeError, match=r"expected table \(2, T\), idx \(1\|1, N, T\)"):
+        stencil_forward(idx[:, :, :1], table, w, v)
+    with pytest.raises(ShapeError, match=r"g must have shape \(1, 2, 5, 4\), got \(1, 2, 4, 4\)"):
+        stencil_backward(idx, table, w, v, np.ones((1, 2, 4, 4)))
+    with pytest.raises(DTypeError, match=r"g is float32 but values are float64"):
+        stencil_backward(idx, table, w, v, np.ones((1, 2, 5, 4), np.float32))
