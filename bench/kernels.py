@@ -2,7 +2,7 @@
 
     python bench/kernels.py [rate] [attention] [mlp] [overhead] [cold] [--repeat R] [--json PATH]
 
-Run it with an interpreter that has torch (e.g. /work/venvbench/bin/python) for the torch columns.
+Run it with an interpreter that has torch installed for the torch columns.
 Every measurement alternates our call and the peer's call R times and reports the medians, so a
 load change on the shared machine hits both; the load average is recorded before and after.
 

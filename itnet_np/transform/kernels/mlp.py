@@ -158,16 +158,22 @@ class MLPKernel(Kernel):
                 proj.extra["W"], self.W2, self.b2, self.activation_name)
 
     def preactivation(self, proj):
-        """pre (B, N, M, K) = a_i + b_j + sum_r W_kr x_ir y_jr, by broadcasting."""
+        """pre (B, N, M, K) = a_i + b_j + sum_r W_kr x_ir y_jr, by broadcasting; the bilinear term as
+        one batched matrix product, (x_ir W_kr)_(nk, r) @ (y_jr)^T_(r, m), so that it and its
+        gradients run in BLAS (a three-operand einsum with a batch axis does not)."""
         a, b, x, y, W = proj.query["a"], proj.source["b"], proj.query["x"], proj.source["y"], proj.extra["W"]
         pre = ops.expand_dims(a, 2) + ops.expand_dims(b, 1)
         if x.shape[-1]:
-            pre = pre + ops.einsum("bnr,bmr,kr->bnmk", x, y, W)
+            (B, N, R), M, K = x.shape, y.shape[1], W.shape[0]
+            xw = ops.reshape(ops.expand_dims(x, 2) * W, (B, N * K, R))            # (B, N K, R)
+            bilinear = ops.matmul(xw, ops.swapaxes(y, -1, -2))                     # (B, N K, M)
+            pre = pre + ops.swapaxes(ops.reshape(bilinear, (B, N, K, M)), -1, -2)
         return pre
 
     def scores(self, proj):
+        """s (B, H, N, M) = sum_k W2_hk act(pre)_nmk + b2_h."""
         hidden = self.activation(self.preactivation(proj))
-        s = ops.einsum("bnmk,hk->bhnm", hidden, self.W2)
+        s = ops.transpose(ops.matmul(hidden, ops.transpose(self.W2, (1, 0))), (0, 3, 1, 2))
         return s + ops.reshape(self.b2, (1, self.heads, 1, 1))
 
 
