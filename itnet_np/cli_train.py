@@ -247,7 +247,7 @@ def plot(out, path=None):
     try:
         import matplotlib
     except ImportError:
-        raise ConfigError("itnet plot needs matplotlib (pip install matplotlib, or the 'test' extra)") from None
+        raise ConfigError("itnet plot needs matplotlib (pip install 'itnet-np[plot]', or pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
