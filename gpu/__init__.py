@@ -12,7 +12,7 @@ numba-CUDA kernels, one per file, each with its launch wrapper and the dense ref
     stencil.py             the banded StencilKernel: a gather over the taps, its backward by atomics
     engine_ops.py          the kernels as engine primitives (one graph node per call)
     plan.py                the 'cuda' backend of the planner contract (transform/planner.py)
-    _cuda.py               shared: the lazy numba.cuda import, checks, kernel cache, device functions
+    _cuda.py               shared: the lazy numba.cuda import, kernel cache, device functions
 
 Arrays are CuPy arrays on a GPU; under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) the same
 wrappers run on NumPy arrays, which is how CI tests them (tests/gpu). Without numba-cuda or a device

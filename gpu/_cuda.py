@@ -1,6 +1,7 @@
 """What every numba-CUDA kernel in ``itnet_np.gpu`` shares: the lazy ``numba.cuda`` import (with the
 ConfigError that says what to install), the array module of the arguments, a kernel cache, and the
-device functions (per-row source bands, activations) built once per dtype.
+device functions (per-row source bands, activations) built once per dtype. The argument checks are
+the CPU kernels' own (itnet_np.transform.fused._arguments, given the arrays' module).
 
 Arrays: the launch wrappers take CuPy arrays on a GPU, and NumPy arrays under numba's CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``, which runs kernels on host arrays; that is how CI tests them). Outputs
@@ -15,11 +16,10 @@ import math
 
 import numpy as np
 
-from itnet_np.errors import ConfigError, DTypeError, ShapeError, describe
+from itnet_np.errors import ConfigError
 
 INSTALL = ("install the GPU extra: pip install 'itnet-np[gpu]' (cupy-cuda12x and numba-cuda; "
            "'itnet-np[gpu13]' for CUDA 13: cupy-cuda13x)")
-FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 TILE = 32            # rows per block (threads per block) in every kernel of this package
 
 
@@ -58,65 +58,6 @@ def xp_of_args(op, arrays):
     if len(kinds) > 1:
         raise ConfigError(f"{op}: the arrays mix NumPy and CuPy; put them all on one device")
     return xp_of(next(a for a in arrays if a is not None))
-
-
-def check_float(op, name, x, ndim, dtype=None):
-    """x: a float32/float64 array with ``ndim`` dims (and ``dtype``), returned C-contiguous."""
-    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
-        raise DTypeError(f"{op}: {name} must be a numpy or cupy array, got {type(x).__name__}")
-    if x.dtype not in FLOATS:
-        raise DTypeError(f"{op}: {name} must be float32 or float64, got {describe(x)}")
-    if dtype is not None and x.dtype != dtype:
-        raise DTypeError(f"{op}: {name} is {describe(x)} but the inputs are {dtype}; "
-                         "all arrays must share one dtype")
-    if x.ndim != ndim:
-        raise ShapeError(f"{op}: {name} must have {ndim} dims, got {describe(x)}")
-    return x
-
-
-def broadcast4(op, name, x, full, dtype, xp):
-    """x (bool, or float ``dtype``) broadcastable to ``full`` (4 dims), as a C-contiguous 4-d array
-    whose dims are 1 or full: the kernels read a size-1 dim at index 0 (nothing N x M is formed)."""
-    if dtype is bool:
-        if not hasattr(x, "dtype") or x.dtype != np.bool_:
-            raise DTypeError(f"{op}: {name} must be a bool array (True = attend), got {describe(x)}")
-    else:
-        check_float(op, name, x, x.ndim, dtype)
-    if x.ndim > 4 or any(s not in (1, f) for s, f in zip(x.shape[::-1], full[::-1])):
-        raise ShapeError(f"{op}: {name} must broadcast to {tuple(full)} with each dim 1 or full, "
-                         f"got {describe(x)}")
-    return xp.ascontiguousarray(x.reshape((1,) * (4 - x.ndim) + tuple(x.shape)))
-
-
-def ranges_of(op, ranges, n_rows, n_cols, xp):
-    """(row_lo, row_hi, use): per-row source ranges [lo_i, hi_i) as int64 arrays (N,), or dummies."""
-    if ranges is None:
-        return xp.zeros(1, np.int64), xp.zeros(1, np.int64), False
-    lo, hi = (xp.ascontiguousarray(xp.asarray(r), dtype=np.int64) for r in ranges)
-    if lo.shape != (n_rows,) or hi.shape != (n_rows,):
-        raise ShapeError(f"{op}: ranges must be two int arrays of shape ({n_rows},), got {lo.shape}, {hi.shape}")
-    return lo, hi, True
-
-
-def window_code(op, window):
-    if window is None:
-        return -1
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
-        raise ConfigError(f"{op}: window must be None or an int >= 0, got {window!r}")
-    return int(window)
-
-
-def code_of(op, name, value, table):
-    if value not in table:
-        raise ConfigError(f"{op}: {name} must be one of {sorted(table)}, got {value!r}")
-    return table[value]
-
-
-def unbroadcast(grad, shape):
-    """Sum a (B, H, N, M) gradient down to a broadcastable input's shape."""
-    lead = grad.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1)
-    return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad
 
 
 def blocks(n):

@@ -25,8 +25,6 @@ from ._cuda import TILE, blocks, cached, device_functions, numba_cuda, require_d
 
 cuda = numba_cuda()   # the kernels' `cuda` global (see _cuda.numba_cuda)
 
-NORMALIZATIONS = {"softmax": 0, "sum": 1, "none": 2}
-
 
 @cached
 def kernel(dtype, d, dv):

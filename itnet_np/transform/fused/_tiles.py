@@ -1,5 +1,6 @@
-"""Shared pieces of the fused (tiled) CPU kernels: activations, index bands, aligned scratch and
-the Python-side argument checks. The Numba machinery they share with nn.functional's kernels (JIT
+"""Shared pieces of the fused (tiled) CPU kernels: activations, index bands, aligned scratch, the
+kernels' codes (ACTIVATIONS, NORMALIZATIONS) and row padding; the argument checks, shared with the
+GPU kernels, are in _arguments.py. The Numba machinery they share with nn.functional's kernels (JIT
 options, fexp, run_tasks, the compile notice) lives in itnet_np/_numba.py.
 
 Activations: relu, gelu_tanh, silu, tanh (codes in ACTIVATIONS; the names and formulas are those of
@@ -14,11 +15,9 @@ import numba as nb
 import numpy as np
 
 from ..._numba import JIT, fexp, typed
-from ...errors import ConfigError, DTypeError, ShapeError, describe
 
 ACTIVATIONS = {"relu": 0, "gelu_tanh": 1, "silu": 2, "tanh": 3}
 NORMALIZATIONS = {"softmax": 0, "sum": 1, "none": 2}
-FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 _GELU_2C = 2.0 * math.sqrt(2.0 / math.pi)
@@ -164,72 +163,8 @@ def aligned_empty(rows, cols, like):
     return buf[off:off + n].reshape((rows, cols))
 
 
-# ----------------------------------------------------------------------------- Python-side checks
-
-def check_float(op, name, x, ndim, dtype=None):
-    """x must be a float32/float64 ndarray with ndim dims (and dtype, when given)."""
-    if not isinstance(x, np.ndarray):
-        raise DTypeError(f"{op}: {name} must be a numpy array, got {type(x).__name__}")
-    if x.dtype not in FLOATS:
-        raise DTypeError(f"{op}: {name} must be float32 or float64, got {describe(x)}")
-    if dtype is not None and x.dtype != dtype:
-        raise DTypeError(f"{op}: {name} is {describe(x)} but the inputs are {dtype}; "
-                         "all arrays must share one dtype")
-    if x.ndim != ndim:
-        raise ShapeError(f"{op}: {name} must have {ndim} dims, got {describe(x)}")
-    return np.ascontiguousarray(x)
-
-
-def broadcast4(op, name, x, full, dtype):
-    """x broadcastable to ``full`` (4 dims) as a C-contiguous 4-d array whose dims are 1 or full.
-
-    The kernels index a size-1 dim with 0, so the (B, H, N, M) broadcast is never materialised.
-    """
-    if dtype is bool:
-        if not isinstance(x, np.ndarray) or x.dtype != np.bool_:
-            raise DTypeError(f"{op}: {name} must be a bool array (True = attend), got {describe(x)}")
-    else:
-        check_float(op, name, x, np.ndim(x), dtype)
-    if x.ndim > 4 or any(s not in (1, f) for s, f in zip(x.shape[::-1], full[::-1])):
-        raise ShapeError(f"{op}: {name} must broadcast to {tuple(full)} with each dim 1 or full, "
-                         f"got {describe(x)}")
-    return np.ascontiguousarray(x.reshape((1,) * (4 - x.ndim) + x.shape))
-
-
-def unbroadcast(grad, shape):
-    """Sum a (B, H, N, M) gradient down to a broadcastable input's original shape."""
-    nd = len(shape)
-    lead = grad.ndim - nd
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1)
-    return np.ascontiguousarray(grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad)
-
-
-def code_of(op, name, value, table):
-    if value not in table:
-        raise ConfigError(f"{op}: {name} must be one of {sorted(table)}, got {value!r}")
-    return table[value]
-
-
-def window_of(op, window):
-    if window is None:
-        return -1
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
-        raise ConfigError(f"{op}: window must be None or an int >= 0, got {window!r}")
-    return int(window)
-
-
-def ranges_of(op, ranges, n_rows, n_cols):
-    """The kernels' ``ranges`` argument: (row_lo, row_hi, True) from per-row source ranges [lo_i, hi_i)
-    (two int arrays of shape (N,), 0 <= lo, hi <= M), or unused dummies for None."""
-    if ranges is None:
-        return np.zeros(1, np.int64), np.zeros(1, np.int64), False
-    lo, hi = (np.ascontiguousarray(np.asarray(r), np.int64) for r in ranges)
-    if lo.shape != (n_rows,) or hi.shape != (n_rows,):
-        raise ShapeError(f"{op}: ranges must be two int arrays of shape ({n_rows},), got {lo.shape}, {hi.shape}")
-    if n_rows and (lo.min() < 0 or hi.max() > n_cols):
-        raise ConfigError(f"{op}: ranges must lie in [0, {n_cols}]")
-    return lo, hi, True
-
+# ----------------------------------------------------------------------------- Python-side helpers
+# (the argument checks shared with the GPU kernels live in _arguments.py)
 
 def pad_rows(x, axis, multiple):
     """x zero-padded along ``axis`` to a multiple of ``multiple``, always C-ordered (np.pad keeps a

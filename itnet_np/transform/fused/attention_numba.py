@@ -34,23 +34,15 @@ import numba as nb
 import numpy as np
 
 from ..._numba import run_tasks, typed
-from ...errors import ConfigError, ShapeError
-from ._tiles import (
-    JIT,
-    NORMALIZATIONS,
-    aligned_empty,
-    broadcast4,
-    check_float,
-    chunks_for,
-    clipped_row_bands,
-    code_of,
-    fexp,
-    pad_rows,
+from ._arguments import (
+    attention_support,
+    check_attention_arguments,
+    check_saved,
     ranges_of,
-    tile_band,
     unbroadcast,
     window_of,
 )
+from ._tiles import JIT, aligned_empty, chunks_for, clipped_row_bands, fexp, pad_rows, tile_band
 
 BQ = 64   # query rows per tile
 BK = 64   # source rows per tile (BLAS is held at one thread while the kernels run)
@@ -290,34 +282,13 @@ def _transposed(plane, n):
 
 def _prepare(op, q, k, v, scale, causal, mask, bias, alibi_slopes, window, normalization, ranges):
     """Checked, padded kernel arguments shared by forward and backward."""
-    q = check_float(op, "q", q, 4)
-    dtype = q.dtype
-    k = check_float(op, "k", k, 4, dtype)
-    v = check_float(op, "v", v, 4, dtype)
-    B, H, N, d = q.shape
+    q, k, v, scale, mode = check_attention_arguments(op, q, k, v, scale, normalization)
+    B, H, N, _ = q.shape
     M = k.shape[2]
-    if k.shape[:2] != (B, H) or k.shape[3] != d:
-        raise ShapeError(f"{op}: k must have shape ({B}, {H}, M, {d}) to match q {q.shape}, "
-                         f"got {k.shape}")
-    if v.shape[:3] != (B, H, M):
-        raise ShapeError(f"{op}: v must have shape ({B}, {H}, {M}, dv) to match k {k.shape}, "
-                         f"got {v.shape}")
-    if not np.isscalar(scale) or not np.isfinite(scale):
-        raise ConfigError(f"{op}: scale must be a finite real number, got {scale!r}")
-    full = (B, H, N, M)
-    use_mask, use_bias, use_alibi = mask is not None, bias is not None, alibi_slopes is not None
-    mask4 = broadcast4(op, "mask", mask, full, bool) if use_mask else np.ones((1, 1, 1, 1), bool)
-    bias4 = broadcast4(op, "bias", bias, full, dtype) if use_bias else np.zeros((1, 1, 1, 1), dtype)
-    mask4, bias4 = _transposed(mask4, N), _transposed(bias4, N)
-    if use_alibi:
-        slopes = check_float(op, "alibi_slopes", alibi_slopes, 1, dtype)
-        if slopes.shape != (H,):
-            raise ShapeError(f"{op}: alibi_slopes must have shape ({H},), got {slopes.shape}")
-    else:
-        slopes = np.zeros(H, dtype)
-    mode = code_of(op, "normalization", normalization, NORMALIZATIONS)
-    cfg = (N, M, dtype.type(scale), bool(causal), window_of(op, window), mode, ranges_of(op, ranges, N, M))
-    sup = (mask4, use_mask, bias4, use_bias, slopes, use_alibi)
+    mask4, use_mask, bias4, use_bias, slopes, use_alibi = attention_support(op, mask, bias, alibi_slopes,
+                                                                            (B, H, N, M), q.dtype)
+    cfg = (N, M, scale, bool(causal), window_of(op, window), mode, ranges_of(op, ranges, N, M))
+    sup = (_transposed(mask4, N), use_mask, _transposed(bias4, N), use_bias, slopes, use_alibi)
     padded = (pad_rows(q, 2, BQ), pad_rows(k, 2, BK), pad_rows(v, 2, BK))
     return (q, k, v), padded, cfg, sup
 
@@ -355,13 +326,7 @@ def attention_backward(q, k, v, out, stats, dout, scale, causal=False, mask=None
                                                   alibi_slopes, window, normalization, ranges)
     B, H, N, _ = q.shape
     M, dvd = v.shape[2], v.shape[3]
-    out = check_float(op, "out", out, 4, q.dtype)
-    dout = check_float(op, "dout", dout, 4, q.dtype)
-    stats = check_float(op, "stats", stats, 3, q.dtype)
-    for name, x, shape in (("out", out, (B, H, N, dvd)), ("dout", dout, (B, H, N, dvd)),
-                           ("stats", stats, (B, H, N))):
-        if x.shape != shape:
-            raise ShapeError(f"{op}: {name} must have shape {shape}, got {x.shape}")
+    out, stats, dout = check_saved(op, out, stats, dout, (B, H, N, dvd), q.dtype)
     want_dbias = bias is not None and bias_grad
     chunks = chunks_for(B * H, qp.shape[2] // BQ)
     dq = np.zeros(qp.shape, q.dtype)

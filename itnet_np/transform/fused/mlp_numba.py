@@ -45,23 +45,16 @@ import numba as nb
 import numpy as np
 
 from ..._numba import run_tasks, typed
-from ...errors import ConfigError, ShapeError
+from ._arguments import broadcast4, check_mlp_arguments, check_saved, ranges_of, window_of
 from ._tiles import (
-    ACTIVATIONS,
     JIT,
-    NORMALIZATIONS,
     activate,
     aligned_empty,
-    broadcast4,
-    check_float,
     chunks_for,
     clipped_row_bands,
-    code_of,
     fexp,
-    ranges_of,
     scale_by_activation_grad,
     tile_band,
-    window_of,
 )
 
 TQ = 16    # query rows per task; they share each source tile while it is in cache
@@ -332,34 +325,17 @@ def _backward(first, step, n_tasks, a, bT, x, yT, W, W2, b2, vT, w, do, dd, stat
 
 def _prepare(op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization, ranges):
     """Checked, padded kernel arguments shared by forward and backward."""
-    a = check_float(op, "a", a, 3)
-    dt = a.dtype
-    b, x, y = (check_float(op, n, z, 3, dt) for n, z in (("b", b), ("x", x), ("y", y)))
-    W, W2 = check_float(op, "W", W, 2, dt), check_float(op, "W2", W2, 2, dt)
-    b2, v = check_float(op, "b2", b2, 1, dt), check_float(op, "v", v, 4, dt)
+    (a, b, x, y, W, W2, b2, v, w), code, mode = check_mlp_arguments(op, a, b, x, y, W, W2, b2, v, w, act,
+                                                                     normalization)
     B, N, K = a.shape
     M, R, H = b.shape[1], x.shape[2], W2.shape[0]
-    want = {"b": (B, M, K), "x": (B, N, R), "y": (B, M, R), "W": (K, R), "W2": (H, K), "b2": (H,)}
-    for name, z in (("b", b), ("x", x), ("y", y), ("W", W), ("W2", W2), ("b2", b2)):
-        if z.shape != want[name]:
-            raise ShapeError(f"{op}: {name} must have shape {want[name]} (from a {a.shape}, b "
-                             f"{b.shape}, x {x.shape}, W2 {W2.shape}), got {z.shape}")
-    if v.shape[:3] != (B, H, M):
-        raise ShapeError(f"{op}: v must have shape ({B}, {H}, {M}, dv), got {v.shape}")
-    w = check_float(op, "w", w, np.ndim(w), dt)
-    if w.shape not in ((B, M), (B, H, M)):
-        raise ShapeError(f"{op}: w must have shape ({B}, {M}) or ({B}, {H}, {M}), got {w.shape}")
-    mode = code_of(op, "normalization", normalization, NORMALIZATIONS)
-    if mode == 0 and np.any(w < 0):
-        raise ConfigError(f"{op}: normalization='softmax' needs quadrature weights w >= 0")
     use_mask = mask is not None
     mask4 = (broadcast4(op, "mask", mask, (B, H, N, M), bool) if use_mask
              else np.ones((1, 1, 1, 1), bool))
     tr = np.ascontiguousarray
     arrays = (a, tr(b.transpose(0, 2, 1)), x, tr(y.transpose(0, 2, 1)), W, W2, b2,
               tr(v.transpose(0, 1, 3, 2)), tr(w.reshape(B, 1 if w.ndim == 2 else H, M)))
-    cfg = (N, M, code_of(op, "act", act, ACTIVATIONS), bool(causal), window_of(op, window), mode,
-           use_mask, ranges_of(op, ranges, N, M))
+    cfg = (N, M, code, bool(causal), window_of(op, window), mode, use_mask, ranges_of(op, ranges, N, M))
     return arrays, cfg, mask4, (B, N, M, K, R, H, v.shape[3], w.shape)
 
 
@@ -383,12 +359,7 @@ def mlp_backward(a, b, x, y, W, W2, b2, v, w, out, stats, dout, act="gelu_tanh",
     arrays, cfg, mask4, (B, N, M, K, R, H, dvd, wshape) = _prepare(
         op, a, b, x, y, W, W2, b2, v, w, act, causal, mask, window, normalization, ranges)
     dt = arrays[0].dtype
-    out, dout = check_float(op, "out", out, 4, dt), check_float(op, "dout", dout, 4, dt)
-    stats = check_float(op, "stats", stats, 3, dt)
-    for name, z, shape in (("out", out, (B, H, N, dvd)), ("dout", dout, (B, H, N, dvd)),
-                           ("stats", stats, (B, H, N))):
-        if z.shape != shape:
-            raise ShapeError(f"{op}: {name} must have shape {shape}, got {z.shape}")
+    out, stats, dout = check_saved(op, out, stats, dout, (B, H, N, dvd), dt)
     chunks = chunks_for(B, -(-N // TQ))
     tasks = B * chunks
     da, dx = np.zeros((B, N, K), dt), np.zeros((B, N, R), dt)

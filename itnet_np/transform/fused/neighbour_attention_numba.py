@@ -27,8 +27,7 @@ import numba as nb
 import numpy as np
 
 from ..._numba import JIT, fexp, run_tasks
-from ...errors import ConfigError, ShapeError
-from ._tiles import NORMALIZATIONS, check_float, code_of
+from ._arguments import check_attention_arguments, check_saved
 from .pair_lists import group, pair_terms, row_is_empty
 
 RB = 32   # query (or source) rows per task
@@ -136,19 +135,10 @@ def _backward_cols(first, step, n_tasks, q, k, v, do, dd, stats, scale, mode, ti
 
 def _prepare(op, q, k, v, scale, lists, normalization):
     """Checked kernel arguments shared by forward and backward."""
-    q = check_float(op, "q", q, 4)
-    k = check_float(op, "k", k, 4, q.dtype)
-    v = check_float(op, "v", v, 4, q.dtype)
-    B, H, N, d = q.shape
-    M = k.shape[2]
-    if k.shape[:2] != (B, H) or k.shape[3] != d:
-        raise ShapeError(f"{op}: k must have shape ({B}, {H}, M, {d}) to match q {q.shape}, got {k.shape}")
-    if v.shape[:3] != (B, H, M):
-        raise ShapeError(f"{op}: v must have shape ({B}, {H}, {M}, dv) to match k {k.shape}, got {v.shape}")
-    if not np.isscalar(scale) or not np.isfinite(scale):
-        raise ConfigError(f"{op}: scale must be a finite real number, got {scale!r}")
-    lists.check(op, B, H, N, M)
-    return q, k, v, q.dtype.type(scale), code_of(op, "normalization", normalization, NORMALIZATIONS)
+    q, k, v, scale, mode = check_attention_arguments(op, q, k, v, scale, normalization)
+    B, H, N, _ = q.shape
+    lists.check(op, B, H, N, k.shape[2])
+    return q, k, v, scale, mode
 
 
 def neighbour_attention_forward(q, k, v, scale, lists, normalization="softmax"):
@@ -172,12 +162,7 @@ def neighbour_attention_backward(q, k, v, out, stats, dout, scale, lists, normal
     q, k, v, scale, mode = _prepare(op, q, k, v, scale, lists, normalization)
     B, H, N, _ = q.shape
     M, dvd = v.shape[2], v.shape[3]
-    out, dout = check_float(op, "out", out, 4, q.dtype), check_float(op, "dout", dout, 4, q.dtype)
-    stats = check_float(op, "stats", stats, 3, q.dtype)
-    for name, x, shape in (("out", out, (B, H, N, dvd)), ("dout", dout, (B, H, N, dvd)),
-                           ("stats", stats, (B, H, N))):
-        if x.shape != shape:
-            raise ShapeError(f"{op}: {name} must have shape {shape}, got {x.shape}")
+    out, stats, dout = check_saved(op, out, stats, dout, (B, H, N, dvd), q.dtype)
     dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
     if N and M:
         dd = np.zeros((B, H, N), q.dtype) if mode == 2 else np.einsum("bhnc,bhnc->bhn", dout, out)

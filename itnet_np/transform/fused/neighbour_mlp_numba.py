@@ -29,8 +29,8 @@ import numba as nb
 import numpy as np
 
 from ..._numba import JIT, fexp, run_tasks
-from ...errors import ConfigError, ShapeError
-from ._tiles import ACTIVATIONS, NORMALIZATIONS, activate_row, check_float, code_of, scale_by_activation_grad
+from ._arguments import check_mlp_arguments, check_saved
+from ._tiles import activate_row, scale_by_activation_grad
 from .neighbour_attention_numba import _dot
 from .pair_lists import group, pair_terms, row_is_empty
 
@@ -216,28 +216,12 @@ def _backward_cols(first, step, n_tasks, a, b, x, y, WT, W2, b2, v, w, do, dd, s
 
 def _prepare(op, a, b, x, y, W, W2, b2, v, w, act, lists, normalization):
     """Checked kernel arguments shared by forward and backward."""
-    a = check_float(op, "a", a, 3)
-    dt = a.dtype
-    b, x, y = (check_float(op, n, z, 3, dt) for n, z in (("b", b), ("x", x), ("y", y)))
-    W, W2 = check_float(op, "W", W, 2, dt), check_float(op, "W2", W2, 2, dt)
-    b2, v = check_float(op, "b2", b2, 1, dt), check_float(op, "v", v, 4, dt)
-    B, N, K = a.shape
-    M, R, H = b.shape[1], x.shape[2], W2.shape[0]
-    want = {"b": (B, M, K), "x": (B, N, R), "y": (B, M, R), "W": (K, R), "W2": (H, K), "b2": (H,),
-            "v": (B, H, M, v.shape[-1])}
-    for name, z in (("b", b), ("x", x), ("y", y), ("W", W), ("W2", W2), ("b2", b2), ("v", v)):
-        if z.shape != want[name]:
-            raise ShapeError(f"{op}: {name} must have shape {want[name]} (from a {a.shape}, b {b.shape}, "
-                             f"x {x.shape}, W2 {W2.shape}), got {z.shape}")
-    w = check_float(op, "w", w, np.ndim(w), dt)
-    if w.shape not in ((B, M), (B, H, M)):
-        raise ShapeError(f"{op}: w must have shape ({B}, {M}) or ({B}, {H}, {M}), got {w.shape}")
-    mode = code_of(op, "normalization", normalization, NORMALIZATIONS)
-    if mode == 0 and np.any(w < 0):
-        raise ConfigError(f"{op}: normalization='softmax' needs quadrature weights w >= 0")
+    (a, b, x, y, W, W2, b2, v, w), code, mode = check_mlp_arguments(op, a, b, x, y, W, W2, b2, v, w, act,
+                                                                     normalization)
+    B, N, M = a.shape[0], a.shape[1], b.shape[1]
     lists.check(op, B, 1, N, M)
     arrays = (a, b, x, y, np.ascontiguousarray(W.T), W2, b2, v, w.reshape(B, -1, M))
-    return arrays, code_of(op, "act", act, ACTIVATIONS), mode
+    return arrays, code, mode
 
 
 def neighbour_mlp_forward(a, b, x, y, W, W2, b2, v, w, lists, act="gelu_tanh", normalization="softmax"):
@@ -265,12 +249,7 @@ def neighbour_mlp_backward(a, b, x, y, W, W2, b2, v, w, out, stats, dout, lists,
     a, b, x, y, _, W2, _, v, wr = arrays
     dt = a.dtype
     (B, N, K), M, R, H, dvd = a.shape, b.shape[1], x.shape[2], W2.shape[0], v.shape[3]
-    out, dout = check_float(op, "out", out, 4, dt), check_float(op, "dout", dout, 4, dt)
-    stats = check_float(op, "stats", stats, 3, dt)
-    for name, z, shape in (("out", out, (B, H, N, dvd)), ("dout", dout, (B, H, N, dvd)),
-                           ("stats", stats, (B, H, N))):
-        if z.shape != shape:
-            raise ShapeError(f"{op}: {name} must have shape {shape}, got {z.shape}")
+    out, stats, dout = check_saved(op, out, stats, dout, (B, H, N, dvd), dt)
     threads = max(1, min(nb.get_num_threads(), B * -(-N // RB)))
     grads = {"a": np.zeros_like(a), "x": np.zeros_like(x), "b": np.zeros_like(b), "y": np.zeros_like(y),
              "v": np.zeros_like(v), "w": np.zeros_like(wr)}
