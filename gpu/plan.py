@@ -2,8 +2,9 @@
 onto one GPU engine op (engine_ops.py), or says why it cannot (a Decline).
 
 The mapping follows the CPU backend (itnet_np.transform.fused.numba_plans; read its docstring for the
-algebra): DotProductKernel -> cuda_attention (weights folded into v for 'none', appended as a column
-for 'sum', as a log-weight key column under softmax; ALiBi on the index grid; a score bias and
+algebra): DotProductKernel -> cuda_attention (weights folded as on the CPU, by fused.weight_folding:
+into v for 'none', appended as a column for 'sum', as a log-weight key column under softmax, the
+sources with w = 0 masked without a host check; ALiBi on the index grid; a score bias and
 per-head masks as the kernel's own inputs), MLPKernel -> cuda_mlp with kernel.factors(proj),
 SelectiveKernel / DecayKernel -> cuda_selective_scan / cuda_decay_scan (the chunked scans; 'none',
 causal supports), StencilKernel -> cuda_stencil through the CPU plan's own preparation
@@ -24,12 +25,12 @@ from itnet_np.autograd import ops
 from itnet_np.autograd.backend import xp_of
 from itnet_np.autograd.ops._util import raw
 from itnet_np.transform.fused._tiles import ACTIVATIONS
+from itnet_np.transform.fused.weight_folding import dot_operands, mlp_weights, unfold
 from itnet_np.transform.kernels.decay import DecayKernel
 from itnet_np.transform.kernels.dot import DotProductKernel
 from itnet_np.transform.kernels.mlp import MLPKernel
 from itnet_np.transform.kernels.selective import SelectiveKernel
 from itnet_np.transform.kernels.stencil import StencilKernel
-from itnet_np.transform.normalization import ratio_or_zero
 from itnet_np.transform.planner import Decline, Plan
 from itnet_np.transform.positions import GRID_TOL
 
@@ -125,21 +126,6 @@ def _plan_scan(call):
     return Plan(NAME, go, f"a chunked {'strictly ' if strict else ''}causal scan on the GPU (numba-CUDA)")
 
 
-def support_args(support):
-    """(causal, window, mask, ranges): the index band, else per-row ranges, else the dense mask;
-    the user's mask on top as given, (1|B, 1|H, N, M). No host round trip (unlike the CPU backend's
-    band tightening, which reads the mask on the host)."""
-    band, mask, ranges = support.index_band(), support.mask, None
-    if band is None:
-        ranges = support.row_ranges()
-        band = (False, None)
-        if ranges is None:
-            mask = support.dense_mask()
-    if mask is not None and mask.ndim == 3:
-        mask = mask[:, None]
-    return band[0], band[1], mask, ranges
-
-
 def _stencil(table, w, v, idx):
     from .engine_ops import cuda_stencil
     return cuda_stencil(table, w, v, idx)
@@ -147,49 +133,26 @@ def _stencil(table, w, v, idx):
 
 def _accepted(call, run, what):
     def go():
+        from itnet_np.transform.fused.numba_plans import support_args
+
         from .engine_ops import cuda_attention, cuda_mlp
-        return run(call, *support_args(call.support), cuda_attention if run is _dot else cuda_mlp)
+        # the CPU plan's support arguments, the user's mask as given (tightening it reads it on the host)
+        args = support_args(call.support, tighten=False)
+        return run(call, *args, cuda_attention if run is _dot else cuda_mlp)
     return Plan(NAME, go, what)
 
 
 def _dot(call, causal, window, mask, ranges, op):
-    kernel, proj, values, weights, norm = call.kernel, call.proj, call.values, call.weights, call.normalization
-    xp = xp_of(raw(values))
-    q = ops.transpose(proj.query["q"], (0, 2, 1, 3))
-    k = ops.transpose(proj.source["k"], (0, 2, 1, 3))
-    slopes = None if kernel.position_bias is None else kernel.position_bias.slopes
-    v, scale, mode = values, kernel.scale, norm
-    if weights is not None:
-        w4 = ops.reshape(weights, tuple(weights.shape) + (1,))
-        if norm == "none":
-            v = values * w4
-        elif norm == "sum":
-            v, mode = ops.concatenate([values * w4, ops.broadcast_to(w4, tuple(values.shape[:3]) + (1,))],
-                                      axis=-1), "none"
-        else:                       # w e^s = e^{s + log w}; w = 0 masked (no host check: always applied)
-            present = raw(weights) != 0
-            logw = ops.where(present, ops.log(ops.where(present, weights, 1.0)), 0.0)
-            B, H, M, _ = k.shape
-            column = ops.broadcast_to(ops.reshape(logw, tuple(logw.shape) + (1,)), (B, H, M, 1))
-            k = ops.concatenate([k, column * (1.0 / scale)], axis=-1)
-            q = ops.concatenate([q, xp.ones(tuple(q.shape[:3]) + (1,), raw(q).dtype)], axis=-1)
-            keep = present[:, :, None, :]
-            mask = keep if mask is None else mask & keep
-    out = op(q, k, v, scale=scale, bias=call.score_bias, alibi_slopes=slopes, causal=causal, window=window,
-             mask=mask, normalization=mode, ranges=ranges)
-    return ratio_or_zero(out[..., :-1], out[..., -1:]) if mode != norm else out
+    q, k, v, mode, keep = dot_operands(call)
+    slopes = None if call.kernel.position_bias is None else call.kernel.position_bias.slopes
+    if keep is not None:            # w = 0 masked (no host check of the weights: always applied)
+        mask = keep if mask is None else mask & keep
+    out = op(q, k, v, scale=call.kernel.scale, bias=call.score_bias, alibi_slopes=slopes, causal=causal,
+             window=window, mask=mask, normalization=mode, ranges=ranges)
+    return unfold(out, mode, call.normalization)
 
 
 def _mlp(call, causal, window, mask, ranges, op):
-    kernel, values, weights, norm = call.kernel, call.values, call.weights, call.normalization
-    a, b, x, y, W, W2, b2, act = kernel.factors(call.proj)
-    B, H, M = values.shape[0], values.shape[1], values.shape[2]
-    if weights is None:
-        w = xp_of(raw(values)).ones((B, M), raw(values).dtype)
-    else:
-        if norm == "softmax":
-            weights = ops.where(raw(weights) != 0, weights, 0.0)
-        w = ops.broadcast_to(weights, (B, H, M)) if weights.shape[1] > 1 else \
-            ops.broadcast_to(ops.reshape(weights, (weights.shape[0], M)), (B, M))
-    return op(a, b, x, y, W, W2, b2, values, w, act=act, causal=causal, window=window, mask=mask,
-              normalization=norm, ranges=ranges)
+    a, b, x, y, W, W2, b2, act = call.kernel.factors(call.proj)
+    return op(a, b, x, y, W, W2, b2, call.values, mlp_weights(call), act=act, causal=causal, window=window,
+              mask=mask, normalization=call.normalization, ranges=ranges)

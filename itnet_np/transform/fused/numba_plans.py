@@ -9,7 +9,8 @@ features, positions and every kernel parameter; the op itself is a single graph 
 DotProductKernel, s_ij = scale q_i . k_j (- m_h |i - j| with ALiBi) -> fused_attention:
     q, k   proj (B, N, H, d) -> (B, H, N, d);  ALiBi -> alibi_slopes, only when the positions are the
            index grid up to a common shift (p_i = i + c, p_j = j + c), since the raw kernel uses |i - j|
-    w_j    'none':    A_ij v_j = s_ij (w_j v_j)                     -> v' = w v
+    w_j    folded into the operands by weight_folding.py (shared with the 'cuda' plan):
+           'none':    A_ij v_j = s_ij (w_j v_j)                     -> v' = w v
            'sum':     y_i = sum_j s_ij w_j v_j / sum_j s_ij w_j     -> 'none' on v' = [w v | w], then
                       normalization.ratio_or_zero (0, with derivative 0, where the sum is 0)
            'softmax': w_j e^{s_ij} = e^{s_ij + log w_j}              -> q' = [q | 1], k' = [k | log w / scale];
@@ -52,14 +53,11 @@ import math
 
 import numpy as np
 
-from ...autograd import ops
-from ...autograd.ops._util import raw
 from ..kernels.decay import DecayKernel
 from ..kernels.dot import DotProductKernel
 from ..kernels.mlp import MLPKernel
 from ..kernels.selective import SelectiveKernel
 from ..kernels.stencil import StencilKernel
-from ..normalization import ratio_or_zero
 from ..planner import Decline, Plan
 from ..positions import GRID_TOL
 from ..support import Support
@@ -70,6 +68,7 @@ from .pair_lists import pair_lists
 from .scan_plan import plan_scan
 from .sorted_plan import run_sorted, sorts_into_ranges
 from .stencil_plan import plan_stencil
+from .weight_folding import dot_operands, mlp_weights, unfold
 
 # Recurrence kernels run as an O(N * state) scan (scan_plan.py).
 _SCANNED = (DecayKernel, SelectiveKernel)
@@ -118,12 +117,13 @@ def _common_grid(support):
     return support.shift is not None and abs(support.shift[0] - support.shift[1]) <= GRID_TOL
 
 
-def support_args(support):
+def support_args(support, tighten=True):
     """(causal, window, mask, ranges) of the raw kernels for a SupportPlan: the support's index band
     read from the descriptor, else its per-row source ranges [lo_i, hi_i) (strictly causal, shifted
     grids, sorted 1-D positions off the grid: O(N log M)), with the user's mask (if any) on top,
-    tightened by ``band_of`` to skip tiles. Only a support that is neither (D > 1 with a local
-    support, unsorted sources, per-batch positions) falls back to the dense mask."""
+    tightened by ``band_of`` to skip tiles when ``tighten`` (it reads the mask on the host: the GPU
+    plan passes False). Only a support that is neither (D > 1 with a local support, unsorted
+    sources, per-batch positions) falls back to the dense mask."""
     band, mask, ranges = support.index_band(), support.mask, None
     if band is None:
         ranges = support.row_ranges()
@@ -131,7 +131,7 @@ def support_args(support):
         if ranges is None:
             mask = support.dense_mask()
     causal, window = band
-    if mask is not None and mask.shape[-2:] == (support.n, support.m):   # not a broadcast (1, M) row
+    if tighten and mask is not None and mask.shape[-2:] == (support.n, support.m):   # not a (1, M) row
         banded, width, mask = band_of(mask)
         causal = causal or banded
         window = width if window is None else window if width is None else min(window, width)
@@ -249,59 +249,28 @@ def _tiled(call, family, what):
 
 
 def _dot(call, causal, window, mask, ranges, lists=None):
-    kernel, proj, values, weights, normalization = (call.kernel, call.proj, call.values, call.weights,
-                                                    call.normalization)
-    q = ops.transpose(proj.query["q"], (0, 2, 1, 3))
-    k = ops.transpose(proj.source["k"], (0, 2, 1, 3))
-    slopes = None if kernel.position_bias is None else kernel.position_bias.slopes
-    v, scale, mode, excluded = values, kernel.scale, normalization, None
-    if weights is not None:
-        w4 = ops.reshape(weights, tuple(weights.shape) + (1,))          # (B|1, H|1, M, 1)
-        if normalization == "none":
-            v = values * w4
-        elif normalization == "sum":
-            wide = ops.broadcast_to(w4, tuple(values.shape[:3]) + (1,))
-            v, mode = ops.concatenate([values * w4, wide], axis=-1), "none"
+    q, k, v, mode, keep = dot_operands(call)
+    slopes = None if call.kernel.position_bias is None else call.kernel.position_bias.slopes
+    excluded = None
+    if keep is not None and not keep.all():
+        if lists is not None:                                  # read at the listed pairs
+            excluded = keep
         else:
-            present = raw(weights) != 0                 # w = 0 excluded; NaN stays (it propagates)
-            logw = ops.where(present, ops.log(ops.where(present, weights, 1.0)), 0.0)
-            B, H, M, _ = k.shape
-            column = ops.broadcast_to(ops.reshape(logw, tuple(logw.shape) + (1,)), (B, H, M, 1))
-            k = ops.concatenate([k, column * (1.0 / scale)], axis=-1)
-            q = ops.concatenate([q, np.ones(tuple(q.shape[:3]) + (1,), raw(q).dtype)], axis=-1)
-            if not present.all():
-                keep = present[:, :, None, :]                           # (B|1, H|1, 1, M)
-                if lists is not None:                                  # read at the listed pairs
-                    excluded = keep
-                else:
-                    mask = keep if mask is None else mask & keep
+            mask = keep if mask is None else mask & keep
     if lists is not None:
-        out = neighbour_attention(q, k, v, scale=scale, lists=pair_lists(lists, mask, excluded),
+        out = neighbour_attention(q, k, v, scale=call.kernel.scale, lists=pair_lists(lists, mask, excluded),
                                   normalization=mode)
     else:
-        out = fused_attention(q, k, v, scale=scale, bias=call.score_bias, alibi_slopes=slopes, causal=causal,
-                              window=window, mask=mask, normalization=mode, ranges=ranges)
-    if mode != normalization:                       # 'sum' with weights: numerator / denominator
-        out = ratio_or_zero(out[..., :-1], out[..., -1:])
-    return out
+        out = fused_attention(q, k, v, scale=call.kernel.scale, bias=call.score_bias, alibi_slopes=slopes,
+                              causal=causal, window=window, mask=mask, normalization=mode, ranges=ranges)
+    return unfold(out, mode, call.normalization)
 
 
 def _mlp(call, causal, window, mask, ranges, lists=None):
-    kernel, proj, values, weights, normalization = (call.kernel, call.proj, call.values, call.weights,
-                                                    call.normalization)
-    a, b, x, y, W, W2, b2, act = kernel.factors(proj)
-    B, H, M = values.shape[0], values.shape[1], values.shape[2]
-    if weights is None:
-        w = np.ones((B, M), raw(values).dtype)
-    else:
-        if normalization == "softmax":                # w = 0: excluded, derivative 0 (as dense)
-            weights = ops.where(raw(weights) != 0, weights, 0.0)
-        per_head = weights.shape[1] > 1
-        w = ops.broadcast_to(weights, (B, H, M)) if per_head else \
-            ops.broadcast_to(ops.reshape(weights, (weights.shape[0], M)), (B, M))
+    a, b, x, y, W, W2, b2, act = call.kernel.factors(call.proj)
+    values, w, normalization = call.values, mlp_weights(call), call.normalization
     if lists is not None:
         return neighbour_mlp(a, b, x, y, W, W2, b2, values, w, act=act, lists=pair_lists(lists, mask),
                              normalization=normalization)
     return fused_mlp(a, b, x, y, W, W2, b2, values, w, act=act, causal=causal, window=window, mask=mask,
                      normalization=normalization, ranges=ranges)
-
