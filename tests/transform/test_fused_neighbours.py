@@ -78,6 +78,24 @@ def note_of(op, args):
     return op.explain(args["x"], **{k: v for k, v in args.items() if k != "x"})
 
 
+def numba_without_dense_mask(op, x, args, monkeypatch):
+    """(the dense output, the 'numba' output y, the op names of y's graph), the 'numba' forward and
+    backward run with SupportPlan.dense_mask and Support.mask (the N x M constructions) refusing."""
+    op.backend = "dense"
+    expected = op(x, **args).data
+
+    def refuse(*_):
+        raise AssertionError("the fused path formed a dense mask")
+    with monkeypatch.context() as m:
+        m.setattr(SupportPlan, "dense_mask", refuse)
+        m.setattr(Support, "mask", refuse)
+        op.backend = "numba"
+        y = op(x, **args)
+        names = [node.prim.name for node in graph_nodes(y)]
+        y.sum().backward()
+    return expected, y, names
+
+
 @given(D=st.sampled_from([1, 2, 3]), kind=st.sampled_from(["dot", "mlp"]), normalization=st.sampled_from(NORMS),
        heads=st.sampled_from([1, 2]), cross=st.booleans(), per_batch=st.booleans(), N=st.integers(1, 24),
        M=st.integers(1, 24), radius=st.floats(0.05, 1.5), weights=st.sampled_from([None, "shared", "per_head",
@@ -171,18 +189,7 @@ def test_neighbour_path_never_forms_a_dense_mask(kind, case, monkeypatch):
         args["positions"] = args["positions"] * 4
     assert "neighbour lists (CSR from a k-d tree" in note_of(op, args)
     x = itn.tensor(args.pop("x"), requires_grad=True)
-    op.backend = "dense"
-    expected = op(x, **args).data
-
-    def refuse(*_):
-        raise AssertionError("the fused path formed a dense mask")
-    with monkeypatch.context() as m:
-        m.setattr(SupportPlan, "dense_mask", refuse)
-        m.setattr(Support, "mask", refuse)
-        op.backend = "numba"
-        y = op(x, **args)
-        names = [node.prim.name for node in graph_nodes(y)]
-        y.sum().backward()
+    expected, y, names = numba_without_dense_mask(op, x, args, monkeypatch)
     np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
     assert x.grad is not None and np.isfinite(x.grad.data).all()
     assert names.count(NEIGHBOUR_MLP_OP if kind == "mlp" else NEIGHBOUR_ATTENTION_OP) == 1
@@ -301,17 +308,7 @@ def test_sorted_sources_path_never_forms_a_dense_mask(kind, per_batch, monkeypat
     args = cloud_args(rng, F64, 1, 2, 30, 25, True, per_batch, "shared")
     args["positions"], args["source_positions"] = args["positions"] * 10, args["source_positions"] * 10
     x = itn.tensor(args.pop("x"), requires_grad=True)
-    op.backend = "dense"
-    expected = op(x, **args).data
-
-    def refuse(*_):
-        raise AssertionError("the fused path formed a dense mask")
-    with monkeypatch.context() as m:
-        m.setattr(SupportPlan, "dense_mask", refuse)
-        m.setattr(Support, "mask", refuse)
-        op.backend = "numba"
-        y = op(x, **args)
-        y.sum().backward()
+    expected, y, _ = numba_without_dense_mask(op, x, args, monkeypatch)
     np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
 
 
