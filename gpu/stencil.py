@@ -17,6 +17,8 @@ Work O(B H N T d), memory O(B H M d) for the gradients: nothing of size N x M.
 """
 import numpy as np
 
+from itnet_np.transform.fused._arguments import unbroadcast
+
 from ._cuda import TILE, blocks, cached, numba_cuda, require_device, xp_of_args
 
 cuda = numba_cuda()   # the kernels' `cuda` global (see _cuda.numba_cuda)
@@ -119,11 +121,4 @@ def stencil_backward(idx, table, w, v, g, want_w=True):
     if g.size:
         backward = kernels(v.dtype, table.shape[1])[1]
         backward[(blocks(idx.shape[1]), B * H), TILE](idx, table, w, v, g, dtable, dw, dv, bool(want_w))
-    dw_out = None
-    if want_w:
-        if w.shape[0] == 1:
-            dw = dw.sum(axis=0, keepdims=True)
-        if w.shape[1] == 1:
-            dw = dw.sum(axis=1, keepdims=True)
-        dw_out = dw
-    return dtable.sum(axis=0), dw_out, dv
+    return dtable.sum(axis=0), (unbroadcast(dw, w.shape, xp) if want_w else None), dv

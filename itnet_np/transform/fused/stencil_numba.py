@@ -19,6 +19,7 @@ import numpy as np
 
 from ..._numba import announce
 from ...errors import DTypeError, ShapeError
+from ._arguments import unbroadcast
 
 __all__ = ["stencil_backward", "stencil_forward"]
 
@@ -114,11 +115,4 @@ def stencil_backward(idx, table, w, v, g, want_w=True):
     dv = np.zeros_like(v)
     announce("stencil backward", _backward, (idx, table, w, v, g, dtable, dw, dv, bool(want_w)))
     _backward(idx, table, w, v, g, dtable, dw, dv, bool(want_w))
-    dw_out = None
-    if want_w:
-        if w.shape[0] == 1:
-            dw = dw.sum(axis=0, keepdims=True)
-        if w.shape[1] == 1:
-            dw = dw.sum(axis=1, keepdims=True)
-        dw_out = dw
-    return dtable.sum(axis=0), dw_out, dv
+    return dtable.sum(axis=0), (unbroadcast(dw, w.shape) if want_w else None), dv
