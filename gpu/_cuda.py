@@ -21,6 +21,7 @@ from itnet_np.errors import ConfigError
 INSTALL = ("install the GPU extra: pip install 'itnet-np[gpu]' (cupy-cuda12x and numba-cuda; "
            "'itnet-np[gpu13]' for CUDA 13: cupy-cuda13x)")
 TILE = 32            # rows per block (threads per block) in every kernel of this package
+cuda = None          # numba.cuda once device_functions has run: a module-level name, which the simulator swaps
 
 
 def numba_cuda():
@@ -73,10 +74,11 @@ def cached(factory):
 @cached
 def device_functions(dtype):
     """Device functions for ``dtype`` (float32 or float64), with typed constants so float32 stays
-    float32: ``row_band``, ``act(x, code)`` and ``act_grad(x, code)`` (codes 0..3 of
+    float32: ``row_band``, ``act(x, code)``, ``act_grad(x, code)`` and ``block_band`` (codes 0..3 of
     itnet_np.transform.fused._tiles.ACTIVATIONS: relu, gelu_tanh, silu, tanh, the formulas of
     itnet_np.nn.functional.activations; relu'(0) = 0)."""
-    nb_cuda = require_device()
+    global cuda
+    cuda = nb_cuda = require_device()
     f = np.dtype(dtype).type
     zero, one, half = f(0), f(1), f(0.5)     # typed: an int or Python float would promote float32
     c_gelu, a_gelu = f(math.sqrt(2.0 / math.pi)), f(0.044715)
@@ -97,6 +99,19 @@ def device_functions(dtype):
             lo = max(lo, rlo[i])
             hi = min(hi, rhi[i])
         return lo, max(lo, hi)
+
+    @nb_cuda.jit(device=True)
+    def block_band(band, lo, hi, t, n_cols):
+        """[jlo, jhi): the union of the [lo, hi) bands of a block's rows, through the shared int
+        array ``band`` (2,); every thread of the block must call it (two barriers)."""
+        if t == 0:
+            band[0], band[1] = n_cols, 0
+        cuda.syncthreads()
+        if hi > lo:
+            cuda.atomic.min(band, 0, lo)
+            cuda.atomic.max(band, 1, hi)
+        cuda.syncthreads()
+        return band[0], band[1]
 
     @nb_cuda.jit(device=True)
     def act(x, code):
@@ -121,4 +136,4 @@ def device_functions(dtype):
         t = math.tanh(x)
         return one - t * t
 
-    return row_band, act, act_grad
+    return row_band, act, act_grad, block_band

@@ -30,7 +30,7 @@ def kernels(dtype, d, dv):
     require_device()
     f = np.dtype(dtype).type
     dtype = f
-    row_band = device_functions(dtype)[0]
+    row_band, block_band = device_functions(dtype)[0], device_functions(dtype)[3]
     zero, neg_inf = f(0), f(-np.inf)
     T = TILE
 
@@ -80,14 +80,7 @@ def kernels(dtype, d, dv):
             doi[c] = do[b, h, ic, c]
         st, di = stats[b, h, ic], dd[b, h, ic]
         slope = slopes[h] if use_alibi else zero
-        if t == 0:
-            band[0], band[1] = M, 0
-        cuda.syncthreads()
-        if hi > lo:
-            cuda.atomic.min(band, 0, lo)
-            cuda.atomic.max(band, 1, hi)
-        cuda.syncthreads()
-        jlo, jhi = band[0], band[1]
+        jlo, jhi = block_band(band, lo, hi, t, M)
         slope_acc = zero
         for j0 in range((jlo // T) * T, jhi, T):
             for e in range(t, T * d, T):

@@ -32,7 +32,7 @@ def kernel(dtype, d, dv):
     require_device()
     f = np.dtype(dtype).type
     dtype = f
-    row_band = device_functions(dtype)[0]
+    row_band, block_band = device_functions(dtype)[0], device_functions(dtype)[3]
     zero, neg_inf = f(0), f(-np.inf)
     T = TILE
 
@@ -53,14 +53,7 @@ def kernel(dtype, d, dv):
             qi[c] = q[b, h, i, c] if i < N else zero
         for c in range(dv):
             acc[c] = zero
-        if t == 0:
-            band[0], band[1] = M, 0
-        cuda.syncthreads()
-        if hi > lo:
-            cuda.atomic.min(band, 0, lo)
-            cuda.atomic.max(band, 1, hi)
-        cuda.syncthreads()
-        jlo, jhi = band[0], band[1]
+        jlo, jhi = block_band(band, lo, hi, t, M)
         slope = slopes[h] if use_alibi else zero
         mb, mh = (b if mask.shape[0] > 1 else 0), (h if mask.shape[1] > 1 else 0)
         bb, bh = (b if bias.shape[0] > 1 else 0), (h if bias.shape[1] > 1 else 0)

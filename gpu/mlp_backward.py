@@ -32,8 +32,8 @@ def kernels(dtype, K, R, H, dv, hw):
     require_device()
     f = np.dtype(dtype).type
     dtype = f
-    row_band, _, act_grad = device_functions(dtype)
-    pre_act, scores = pair_functions(dtype, K, R, H)
+    row_band, _, act_grad, block_band = device_functions(dtype)
+    pre_act, scores, load_sources = pair_functions(dtype, K, R, H)
     zero, neg_inf = f(0), f(-np.inf)
     T, R1 = TILE, max(R, 1)
     KR1 = K * R1                     # local-array sizes must be plain constants in the kernel
@@ -113,25 +113,10 @@ def kernels(dtype, K, R, H, dv, hw):
         for e in range(P):
             gacc[e] = zero
         lo, hi = row_band(i, N, M, causal, window, rlo, rhi, use_ranges)
-        if t == 0:
-            band[0], band[1] = M, 0
-        cuda.syncthreads()
-        if hi > lo:
-            cuda.atomic.min(band, 0, lo)
-            cuda.atomic.max(band, 1, hi)
-        cuda.syncthreads()
-        jlo, jhi = band[0], band[1]
+        jlo, jhi = block_band(band, lo, hi, t, M)
         for j0 in range((jlo // T) * T, jhi, T):
             jc = min(j0 + t, M - 1)
-            for kk in range(K):
-                bs[t, kk] = b[bi, jc, kk]
-            for r in range(R):
-                ys[t, r] = y[bi, jc, r]
-            for h in range(H):
-                for c in range(dv):
-                    vs[t, h, c] = v[bi, h, jc, c]
-            for h in range(hw):
-                ws[t, h] = w[bi, h, jc]
+            load_sources(bs, ys, vs, ws, b, y, v, w, bi, jc, t)
             cuda.syncthreads()
             for jj in range(T):
                 j = j0 + jj

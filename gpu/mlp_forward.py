@@ -28,7 +28,8 @@ cuda = numba_cuda()   # the kernels' `cuda` global (see _cuda.numba_cuda)
 def pair_functions(dtype, K, R, H):
     """Device functions shared by the MLP forward and backward kernels:
     ``pre_act(arow, brow, u, z, code, pre, act)``: pre_k = a_k + b_k + sum_r u[k R + r] z_r, act_k;
-    ``scores(act, W2s, b2s, s)``: s_h = sum_k W2_hk act_k + b2_h."""
+    ``scores(act, W2s, b2s, s)``: s_h = sum_k W2_hk act_k + b2_h;
+    ``load_sources(...)``: one row of the block's shared source tile."""
     require_device()
     act_fn = device_functions(dtype)[1]
 
@@ -49,7 +50,20 @@ def pair_functions(dtype, K, R, H):
                 t += W2s[h, kk] * act[kk]
             s[h] = t
 
-    return pre_act, scores
+    @cuda.jit(device=True)
+    def load_sources(bs, ys, vs, ws, b, y, v, w, bi, jc, t):
+        """Row t of the block's source tile: b, y, v and w of source jc of batch item bi."""
+        for kk in range(K):
+            bs[t, kk] = b[bi, jc, kk]
+        for r in range(R):
+            ys[t, r] = y[bi, jc, r]
+        for h in range(H):
+            for c in range(vs.shape[2]):
+                vs[t, h, c] = v[bi, h, jc, c]
+        for h in range(ws.shape[1]):
+            ws[t, h] = w[bi, h, jc]
+
+    return pre_act, scores, load_sources
 
 
 @cached
@@ -58,8 +72,8 @@ def kernel(dtype, K, R, H, dv, hw):
     require_device()
     f = np.dtype(dtype).type
     dtype = f
-    row_band = device_functions(dtype)[0]
-    pre_act, scores = pair_functions(dtype, K, R, H)
+    row_band, block_band = device_functions(dtype)[0], device_functions(dtype)[3]
+    pre_act, scores, load_sources = pair_functions(dtype, K, R, H)
     zero, neg_inf = f(0), f(-np.inf)
     T, R1 = TILE, max(R, 1)
     KR1 = K * R1                     # local-array sizes must be plain constants in the kernel
@@ -100,26 +114,11 @@ def kernel(dtype, K, R, H, dv, hw):
             for c in range(dv):
                 acc[h, c] = zero
         lo, hi = row_band(i, N, M, causal, window, rlo, rhi, use_ranges)
-        if t == 0:
-            band[0], band[1] = M, 0
-        cuda.syncthreads()
-        if hi > lo:
-            cuda.atomic.min(band, 0, lo)
-            cuda.atomic.max(band, 1, hi)
-        cuda.syncthreads()
-        jlo, jhi = band[0], band[1]
+        jlo, jhi = block_band(band, lo, hi, t, M)
         for j0 in range((jlo // T) * T, jhi, T):
             j = j0 + t
             jc = min(j, M - 1)
-            for kk in range(K):
-                bs[t, kk] = b[bi, jc, kk]
-            for r in range(R):
-                ys[t, r] = y[bi, jc, r]
-            for h in range(H):
-                for c in range(dv):
-                    vs[t, h, c] = v[bi, h, jc, c]
-            for h in range(hw):
-                ws[t, h] = w[bi, h, jc]
+            load_sources(bs, ys, vs, ws, b, y, v, w, bi, jc, t)
             cuda.syncthreads()
             for jj in range(T):
                 j = j0 + jj
