@@ -69,7 +69,7 @@ def execute(source, cell_timeout, out_dir=None):
         client = NotebookClient(notebook, km=manager, timeout=cell_timeout,
                                 resources={"metadata": {"path": str(EXAMPLES)}})
         try:
-            client.execute()
+            client.execute(cleanup_kc=True)      # our own manager: shut its kernel down here
         except (CellExecutionError, CellTimeoutError) as exc:
             error = str(exc)
     seconds = time.perf_counter() - start
