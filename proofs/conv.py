@@ -124,7 +124,7 @@ def hat_kernel(offsets, in_features, dtype=None):
     dt = kernel.W1.dtype
     kernel.W1.data[...] = np.repeat(radix[None, :], 3 * taps, axis=0).astype(dt)
     kernel.b1.data[...] = (-np.repeat(centres, 3) + np.tile([1, 0, -1], taps)).astype(dt)
-    kernel.W2.data[...] = np.kron(np.eye(taps), [[1.0, -2.0, 1.0]]).astype(dt)
+    kernel.W2.data[...] = np.kron(np.eye(taps), [[1.0, -2.0, 1.0]]).astype(dt) + 0.0   # + 0.0: no negative zeros from kron
     kernel.b2.data[...] = 0.0
     return kernel, (w if dims > 1 else None)
 

@@ -7,7 +7,10 @@
 * Rank-R approximations: skeleton and randomly pivoted cross reproduce a kernel of rank <= R to
   1e-10 (a random rank-3 oracle, and an MLPKernel on Fourier features with identity activation,
   rank 2F + 1); Performer features are unbiased for e^(q . k); svd_mass against numpy's SVD.
-* Distillation: the first reported loss is the relative error computed here; it decreases.
+* Distillation: the first reported loss is the relative error computed here; it decreases. The
+  closed-form fit of the output layers recovers a teacher that lies in the student's hidden span
+  (every pair, not only the fitted block, to 1e-10), and below that rank its error is the
+  Eckart-Young tail of the teacher block's own singular values.
 """
 from statistics import NormalDist
 
@@ -19,7 +22,7 @@ from itnet_np import transform as T
 from itnet_np.errors import ConfigError
 from itnet_np.transform.kernels.base import Points
 from itnet_np.transform.lowrank import approx
-from itnet_np.transform.lowrank.distill import distill
+from itnet_np.transform.lowrank.distill import distill, fit_output_layers
 
 F64 = np.float64
 SUPPORTS = [("full", None, None), ("causal", None, None), ("strict_causal", None, None), ("full", 7, None),
@@ -133,3 +136,49 @@ def test_distillation_reports_the_relative_error_and_fits():
     assert np.mean(losses[-10:]) < losses[0] / 2
     for n, p in teacher.named_parameters():
         np.testing.assert_array_equal(p.data, before[n])
+
+
+def _pair(rank_teacher, rank_student, seed=0):
+    """A LowRankKernel teacher and a student sharing its hidden layers (so the teacher's scores lie
+    in the student's feature spans), both with identity feature maps."""
+    options = dict(inputs=("p", "fourier", "f"), hidden=12, fourier=3, feature_map="identity", dtype=F64)
+    teacher = T.LowRankKernel(4, heads=2, feature_dim=rank_teacher, rng=seed, **options)
+    student = T.LowRankKernel(4, heads=2, feature_dim=rank_student, frequencies=teacher.frequencies,
+                              rng=seed + 1, **options)
+    for name in ("U_q", "c_q", "U_k", "c_k"):
+        getattr(student, name).data[...] = getattr(teacher, name).data
+    rng = np.random.default_rng(seed)
+    pts = Points(rng.normal(size=(1, 80, 4)), rng.uniform(0, 1, (1, 80, 1)))
+    return teacher, student, pts
+
+
+def test_fit_output_layers_recovers_a_teacher_in_the_span():
+    teacher, student, pts = _pair(rank_teacher=3, rank_student=5)
+    err = fit_output_layers(student, teacher, pts, rows=40, cols=50, rng=1)
+    assert err < 1e-20
+    exact = teacher.scores(teacher.project(pts, pts)).data
+    fitted = student.scores(student.project(pts, pts)).data               # all 80 x 80 pairs
+    np.testing.assert_allclose(fitted, exact, rtol=0, atol=1e-10 * np.abs(exact).max())
+
+
+def test_fit_output_layers_below_the_rank_is_the_eckart_young_tail():
+    teacher, student, pts = _pair(rank_teacher=6, rank_student=2)
+    err = fit_output_layers(student, teacher, pts, rows=40, cols=50, rng=1)
+    draw = np.random.default_rng(1)                        # the block the fit saw (same draws)
+    i, j = np.sort(draw.choice(80, 40, replace=False)), np.sort(draw.choice(80, 50, replace=False))
+    block = teacher.scores(teacher.project(pts, pts)).data[0][:, i][:, :, j]
+    sigma = np.linalg.svd(block, compute_uv=False)                       # (H, 40)
+    tail = (sigma[:, 2:] ** 2).sum() / (sigma ** 2).sum()
+    assert tail > 1e-3                                                    # the check is not vacuous
+    np.testing.assert_allclose(err, tail, rtol=1e-8)
+
+
+def test_fit_output_layers_refuses_students_it_cannot_fit():
+    teacher, student, pts = _pair(3, 3)
+    positive = T.LowRankKernel(4, heads=2, feature_dim=3, inputs=("p", "f"), hidden=12, feature_map="softplus",
+                               dtype=F64)
+    with pytest.raises(ConfigError, match="feature_map='identity'"):
+        fit_output_layers(positive, teacher, pts)
+    two = Points(np.zeros((2, 80, 4)), np.zeros((2, 80, 1)))
+    with pytest.raises(ConfigError, match=r"one batch element .*\(2, 80, 4\)"):
+        fit_output_layers(student, teacher, two)

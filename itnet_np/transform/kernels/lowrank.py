@@ -121,6 +121,15 @@ class LowRankKernel(Kernel):
             parts.append(f)
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
 
+    def hidden_features(self, points, side):
+        """The hidden layer act(U z + c) (B, n, hidden) of ``side`` 'query' or 'source' (needs ``hidden``)."""
+        if self.hidden is None:
+            raise ConfigError("LowRankKernel.hidden_features: this kernel has no hidden layer (hidden=None)")
+        if side not in ("query", "source"):
+            raise ConfigError(f"LowRankKernel.hidden_features: side must be 'query' or 'source', got {side!r}")
+        U, c = (self.U_q, self.c_q) if side == "query" else (self.U_k, self.c_k)
+        return self.activation(ops.matmul(self._inputs(points), ops.transpose(U)) + c)
+
     def _features(self, points, weight, bias, fmap, U=None, c=None):
         z = self._inputs(points)
         if self.hidden is not None:
