@@ -40,7 +40,9 @@ SETTINGS = {
 }
 ABLATION = dict(SETTINGS["mnist1d"], size="tiny", epochs=6, train_size=2000)
 # Single-seed longer runs (``--extra``), when the main settings leave a target far away.
-EXTRA = {}
+EXTRA = {f"mnist1d-{model}-long-s0": dict(SETTINGS["mnist1d"], task="mnist1d", model=model, ablation=None, seed=0,
+                                         epochs=30)
+         for model in ("itnet", "transformer", "gru")}
 TABLE5 = ("full", "no_prod", "no_dp", "no_dist2", "no_fourier", "content_only", "position_only")
 
 
