@@ -21,7 +21,8 @@ method's name).
     python bench/montecarlo.py [--sizes 4096 16384] [--cases smooth softmax dot] [--out bench/results/montecarlo]
                               (results merge into the JSON by (case, N); the plot is redrawn from all of them)
     python bench/montecarlo.py --spectrum     singular-value mass captured at R (dense E, N = 2048)
-    python bench/montecarlo.py --train        MNIST-1D: exact / Monte Carlo / low-rank training, exact eval
+    python bench/montecarlo.py --train [--epochs 10 --samples 4000]
+                                              MNIST-1D: exact / Monte Carlo / low-rank training, exact eval
 """
 import argparse
 import json
@@ -383,9 +384,13 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "montecarlo"))
     ap.add_argument("--spectrum", action="store_true", help="only the singular-value mass table")
     ap.add_argument("--train", action="store_true", help="only the MNIST-1D training comparison")
+    ap.add_argument("--epochs", type=int, default=10, help="--train: epochs per variant (default 10)")
+    ap.add_argument("--samples", type=int, default=4000, help="--train: MNIST-1D examples (default 4000)")
     args = ap.parse_args()
     if args.spectrum or args.train:
-        extra = {"spectrum": spectrum()} if args.spectrum else {"train": train_compare()}
+        extra = {"spectrum": spectrum()} if args.spectrum else \
+            {"train": train_compare(args.epochs, args.samples), "epochs": args.epochs, "samples": args.samples,
+             "load": os.getloadavg()[0]}
         path = args.out + ("_spectrum" if args.spectrum else "_train") + ".json"
         with open(path + ".tmp", "w") as f:
             json.dump({"machine": machine(), **extra}, f, indent=1)
