@@ -14,6 +14,17 @@ numba-CUDA kernels, one per file, each with its launch wrapper and the dense ref
     plan.py                the 'cuda' backend of the planner contract (transform/planner.py)
     _cuda.py               shared: the lazy numba.cuda import, kernel cache, device functions
 
+CUDA C++ kernels on tensor cores (mma.sync, float16 / bfloat16 with float32 accumulation), compiled
+at run time by NVRTC through CuPy's RawModule (_rawmodule.py), with their Python wrappers:
+
+    attention_mma.cu       FlashAttention-2 forward and backward: cp.async double buffering,
+                           swizzled shared memory, causal / window tiles skipped
+    attention_cupy.py      its tile choice, argument checks, launches, the engine op cupy_attention
+    mlp_mma.cu             the MLP kernel forward and backward (the bilinear first layer as products)
+    mlp_cupy.py            its tile choice, argument checks, launches, the engine op cupy_mlp
+    plan_cupy.py           the 'cupy' backend of the planner: float16 CuPy data (asked before 'cuda')
+    _rawmodule.py          loading the *.cu files: one RawModule per instantiation, cached
+
 Arrays are CuPy arrays on a GPU; under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) the same
 wrappers run on NumPy arrays, which is how CI tests them (tests/gpu). Without numba-cuda or a device
 every entry point raises ConfigError naming the ``gpu`` extra. Importing this package, or

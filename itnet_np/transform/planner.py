@@ -111,6 +111,7 @@ _BACKENDS = {"dense": dense}
 _BUILTIN = {"numba": "itnet_np.transform.fused.numba_plans",   # name -> module whose plan() it is
             "montecarlo": "itnet_np.transform.montecarlo.plan",
             "lowrank": "itnet_np.transform.lowrank.plan",
+            "cupy": "itnet_np.gpu.plan_cupy",        # before 'cuda': 'auto' asks the tensor cores first
             "cuda": "itnet_np.gpu.plan"}
 _load_errors = {}
 
