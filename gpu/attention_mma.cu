@@ -573,6 +573,26 @@ attention_backward(const elem* __restrict__ q, const elem* __restrict__ k, const
     const int krow = warp * 16;                            // this warp's keys in the tile
     const Lanes<CH> rowwise((lane & 7) + ((lane >> 3) & 1) * 8, lane >> 4);   // A, and B from .trans
     const Lanes<CH> colwise((lane & 7) + (lane >> 4) * 8, (lane >> 3) & 1);   // B without .trans
+    // acc = X_w Y^T (16 keys x the QB query columns of slice h, C fragments): the warp's 16 rows of X
+    // (K or V, rows = keys) against the slice's rows of Y (Q or dO, rows = queries): S^T = K_w Q^T and
+    // dP^T = V_w dO^T.
+    auto keys_times_queries = [&](auto& acc, unsigned sX, unsigned sY, int h) {
+        constexpr int KB = BR / QSPLIT / 16;
+        #pragma unroll
+        for (int nb = 0; nb < 2 * KB; ++nb) acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.f;
+        #pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {
+            unsigned a[4];
+            ldmatrix_x4(a, rowwise.at(sX, warp, ks));
+            #pragma unroll
+            for (int np = 0; np < KB; ++np) {
+                unsigned b[4];
+                ldmatrix_x4(b, colwise.at(sY, h * KB + np, ks));
+                mma<T>(acc[2 * np], a, b[0], b[1]);
+                mma<T>(acc[2 * np + 1], a, b[2], b[3]);
+            }
+        }
+    };
     for (int t = t_lo; t < t_hi; ++t) {
         const int stage = STAGES == 2 ? (t - t_lo) & 1 : 0;
         if (STAGES == 2 && t + 1 < t_hi) {
@@ -599,20 +619,7 @@ attention_backward(const elem* __restrict__ q, const elem* __restrict__ k, const
             constexpr int QB = BR / QSPLIT, NB = QB / 8, KB = QB / 16;
             // S^T = K_w Q^T (16 keys x QB queries per warp)
             float st[NB][4];
-            #pragma unroll
-            for (int nb = 0; nb < NB; ++nb) st[nb][0] = st[nb][1] = st[nb][2] = st[nb][3] = 0.f;
-            #pragma unroll
-            for (int ks = 0; ks < D / 16; ++ks) {
-                unsigned a[4];
-                ldmatrix_x4(a, rowwise.at(sK, warp, ks));
-                #pragma unroll
-                for (int np = 0; np < KB; ++np) {
-                    unsigned b[4];
-                    ldmatrix_x4(b, colwise.at(sQ, h * KB + np, ks));
-                    mma<T>(st[2 * np], a, b[0], b[1]);
-                    mma<T>(st[2 * np + 1], a, b[2], b[3]);
-                }
-            }
+            keys_times_queries(st, sK, sQ, h);
             // P^T = exp(x - lse) recomputed; element (nb, e): key krow + g (+ 8 for e >= 2), query column
             // c = h QB + nb 8 + 2 t4 + (e & 1); 0 outside the support (a select: p may be inf there)
             #pragma unroll
@@ -639,20 +646,7 @@ attention_backward(const elem* __restrict__ q, const elem* __restrict__ k, const
             }
             // dP^T = V_w dO^T, then dS^T = P^T (dP^T - D_i)
             float dpt[NB][4];
-            #pragma unroll
-            for (int nb = 0; nb < NB; ++nb) dpt[nb][0] = dpt[nb][1] = dpt[nb][2] = dpt[nb][3] = 0.f;
-            #pragma unroll
-            for (int ks = 0; ks < D / 16; ++ks) {
-                unsigned a[4];
-                ldmatrix_x4(a, rowwise.at(sV, warp, ks));
-                #pragma unroll
-                for (int np = 0; np < KB; ++np) {
-                    unsigned b[4];
-                    ldmatrix_x4(b, colwise.at(sdO, h * KB + np, ks));
-                    mma<T>(dpt[2 * np], a, b[0], b[1]);
-                    mma<T>(dpt[2 * np + 1], a, b[2], b[3]);
-                }
-            }
+            keys_times_queries(dpt, sV, sdO, h);
             #pragma unroll
             for (int nb = 0; nb < NB; ++nb)
                 #pragma unroll

@@ -863,6 +863,30 @@ mlp_mma_backward(const T* __restrict__ a_, const T* __restrict__ b_, const T* __
         const unsigned short* y0 = yw + g * RP + 16 * c + 2 * q;
         A[0] = ld32(y0); A[1] = ld32(y0 + 8 * RP); A[2] = ld32(y0 + 8); A[3] = ld32(y0 + 8 * RP + 8);
     };
+    // Hidden unit k's pre-activations for the warp's 16 source rows j and the 16 query columns
+    // il0 .. il0 + 15 of the tile (C fragments, rows j, columns i): a_ik + b_jk + sum_r x_ir W_kr y_jr, the
+    // bilinear term on the tensor cores as y (A, rows j) times (X diag W_k)^T (B: B[r][i] = x[i][r] W_kr).
+    // Passes 1 and 2 below both recompute them (nothing per pair is stored).
+    auto pre_activation = [&](int k, int il0, float (&pre)[2][4]) {
+        const float b0 = P::elem(bs[(16 * warp + g) * KP + k]), b1 = P::elem(bs[(16 * warp + g + 8) * KP + k]);
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+            const int col = il0 + 8 * nt + 2 * q;
+            const float a0 = P::elem(as[col * KP + k]), a1 = P::elem(as[(col + 1) * KP + k]);
+            pre[nt][0] = b0 + a0; pre[nt][1] = b0 + a1; pre[nt][2] = b1 + a0; pre[nt][3] = b1 + a1;
+        }
+#pragma unroll
+        for (int c = 0; c < RC; ++c) {
+            const unsigned w01 = ld32(Ws + k * RP + 16 * c + 2 * q), w89 = ld32(Ws + k * RP + 16 * c + 8 + 2 * q);
+            unsigned A[4];
+            y_a(c, A);
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt) {
+                const unsigned short* xrow = xs + (il0 + 8 * nt + g) * RP + 16 * c + 2 * q;
+                P::mma(pre[nt], A, P::mul2(ld32(xrow), w01), P::mul2(ld32(xrow + 8), w89));
+            }
+        }
+    };
     auto y_b = [&](int nr, int half) {
         const unsigned short* yc = yw + (8 * half + 2 * q) * RP + 8 * nr + g;
         return pair16(yc[0], yc[RP]);
@@ -930,24 +954,7 @@ mlp_mma_backward(const T* __restrict__ a_, const T* __restrict__ b_, const T* __
 #pragma unroll 1
             for (int k = 0; k < K; ++k) {
                 float pre[2][4];
-                const float b0 = P::elem(bs[(16 * warp + g) * KP + k]), b1 = P::elem(bs[(16 * warp + g + 8) * KP + k]);
-#pragma unroll
-                for (int nt = 0; nt < 2; ++nt) {
-                    const int col = il0 + 8 * nt + 2 * q;
-                    const float a0 = P::elem(as[col * KP + k]), a1 = P::elem(as[(col + 1) * KP + k]);
-                    pre[nt][0] = b0 + a0; pre[nt][1] = b0 + a1; pre[nt][2] = b1 + a0; pre[nt][3] = b1 + a1;
-                }
-#pragma unroll
-                for (int c = 0; c < RC; ++c) {
-                    const unsigned w01 = ld32(Ws + k * RP + 16 * c + 2 * q), w89 = ld32(Ws + k * RP + 16 * c + 8 + 2 * q);
-                    unsigned A[4];
-                    y_a(c, A);
-#pragma unroll
-                    for (int nt = 0; nt < 2; ++nt) {           // B = (X diag W_k)^T: B[r][i] = x[i][r] W_kr
-                        const unsigned short* xrow = xs + (il0 + 8 * nt + g) * RP + 16 * c + 2 * q;
-                        P::mma(pre[nt], A, P::mul2(ld32(xrow), w01), P::mul2(ld32(xrow + 8), w89));
-                    }
-                }
+                pre_activation(k, il0, pre);
 #pragma unroll
                 for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -1025,24 +1032,7 @@ mlp_mma_backward(const T* __restrict__ a_, const T* __restrict__ b_, const T* __
                 for (int kk = 0; kk < 8; ++kk) {
                     const int k = k0 + kk;
                     float pre[2][4];
-                    const float b0 = P::elem(bs[(16 * warp + g) * KP + k]), b1 = P::elem(bs[(16 * warp + g + 8) * KP + k]);
-#pragma unroll
-                    for (int nt = 0; nt < 2; ++nt) {
-                        const int col = il0 + 8 * nt + 2 * q;
-                        const float a0 = P::elem(as[col * KP + k]), a1 = P::elem(as[(col + 1) * KP + k]);
-                        pre[nt][0] = b0 + a0; pre[nt][1] = b0 + a1; pre[nt][2] = b1 + a0; pre[nt][3] = b1 + a1;
-                    }
-#pragma unroll
-                    for (int c = 0; c < RC; ++c) {
-                        const unsigned w01 = ld32(Ws + k * RP + 16 * c + 2 * q), w89 = ld32(Ws + k * RP + 16 * c + 8 + 2 * q);
-                        unsigned A[4];
-                        y_a(c, A);
-#pragma unroll
-                        for (int nt = 0; nt < 2; ++nt) {
-                            const unsigned short* xrow = xs + (il0 + 8 * nt + g) * RP + 16 * c + 2 * q;
-                            P::mma(pre[nt], A, P::mul2(ld32(xrow), w01), P::mul2(ld32(xrow + 8), w89));
-                        }
-                    }
+                    pre_activation(k, il0, pre);
                     float dpre[2][4], w2part[H];
 #pragma unroll
                     for (int h = 0; h < H; ++h) w2part[h] = 0.0f;
