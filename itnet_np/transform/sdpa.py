@@ -2,7 +2,8 @@
 
     out = softmax(scale q k^T + bias, axis=-1) v,     scale = 1/sqrt(d) unless given
 
-q (B, H, N, d), k (B, H, M, d), v (B, H, M, dv), arrays or Tensors of one float dtype. attn_mask,
+q (B, H, N, d), k (B, H, M, d), v (B, H, M, dv), arrays or Tensors of one float dtype (float32 or
+float64; float16 for CuPy arrays, which 'auto' sends to the tensor-core backend 'cupy'). attn_mask,
 broadcastable to (B, H, N, M): bool, True = attend (False pairs are excluded), or float (added to
 the logits; -inf excludes). is_causal: keep j <= i (top-left aligned tril, as torch); it cannot be
 combined with attn_mask (torch raises too). Rows with no attended source give zeros (torch gives
@@ -78,7 +79,9 @@ def attention_call(q, k, v, attn_mask=None, is_causal=False, scale=None, backend
         raise ConfigError(f"scaled_dot_product_attention: scale must be finite, got {scale!r}")
     keep, bias = _split_mask(attn_mask, (B, H, N, M), qd.dtype)
     xp = xp_of(qd)
-    grid = [xp.arange(n, dtype=qd.dtype).reshape(1, n, 1) for n in (N, M)]   # p_i = i, p_j = j
+    # p_i = i, p_j = j; float32 for float16 data (float16 integers are exact only up to 2048)
+    grid_dtype = np.float32 if qd.dtype == np.float16 else qd.dtype
+    grid = [xp.arange(n, dtype=grid_dtype).reshape(1, n, 1) for n in (N, M)]
     support = Support("causal" if is_causal else "full").plan(grid[0], grid[1], keep)
     proj = Projection({"q": ops.transpose(q, (0, 2, 1, 3))}, {"k": ops.transpose(k, (0, 2, 1, 3))})
     return planner.TransformCall(_GivenDot(H, d, scale), proj, v, None, support, "softmax", bias)
@@ -127,8 +130,11 @@ def _check(a, name):
     if not hasattr(data, "shape") or data.ndim != 4:
         raise ShapeError(f"scaled_dot_product_attention: {name} must be a 4-D array (B, H, L, E), got "
                          f"{describe(data)}")
+    if data.dtype == np.float16 and xp_of(data) is not np:
+        return data              # CuPy float16: the tensor-core backend 'cupy' (gpu/plan_cupy.py)
     if data.dtype not in (np.float32, np.float64):
-        raise DTypeError(f"scaled_dot_product_attention: {name} must be float32 or float64, got {describe(data)}")
+        raise DTypeError(f"scaled_dot_product_attention: {name} must be float32 or float64 (float16 only as CuPy "
+                         f"arrays on a GPU, for the tensor-core kernels), got {describe(data)}")
     return data
 
 

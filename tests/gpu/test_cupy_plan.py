@@ -215,3 +215,22 @@ def test_the_real_mlp_module_is_asked_with_its_own_signature():
     for kw in ({"support": "causal"}, {"window": 3}, {"normalization": "sum"}):
         answer = plan_cupy.plan(half_mlp(record(mlp(**kw), x_of(7))))
         assert isinstance(answer, planner.Plan) or answer.reason.startswith("MLPKernel: "), answer
+
+
+@pytest.mark.gpu
+def test_sdpa_on_float16_cupy_arrays_runs_on_the_tensor_cores():
+    """transform.scaled_dot_product_attention with CuPy float16 q, k, v: 'auto' picks 'cupy', and the
+    output is within the derived float16 bound of the float64 reference (attention_cupy)."""
+    import cupy as cp
+
+    from itnet_np.gpu import attention_cupy
+    from itnet_np.transform import sdpa
+    rng = np.random.default_rng(3)
+    q, k, v, dout = (cp.asarray(rng.standard_normal((1, 2, 70, 64)), dtype=cp.float16) for _ in range(4))
+    text = sdpa.explain(q, k, v, is_causal=True)
+    assert text.startswith("backend='auto' runs 'cupy'"), text
+    out = sdpa.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert out.dtype == cp.float16
+    want, bounds, slack = attention_cupy.reference(q, k, v, dout, 1 / 8, causal=True)
+    assert attention_cupy.error_problems({"out": cp.asarray(out, dtype=cp.float64)}, want, bounds, slack,
+                                         "float16") == []

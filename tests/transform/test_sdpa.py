@@ -185,6 +185,8 @@ def test_errors():
         (ShapeError, r"attn_mask must broadcast to \(1, 2, 3, 4\)", lambda: sdpa(q, k, v, np.ones((4, 3), bool))),
         (DTypeError, "float attn_mask must be float64", lambda: sdpa(q, k, v, np.ones((3, 4), F32))),
         (DTypeError, "share one dtype", lambda: sdpa(q, k, v.astype(F32))),
+        (DTypeError, r"q must be float32 or float64 \(float16 only as CuPy arrays on a GPU",
+         lambda: sdpa(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16))),
         (ConfigError, "'nope' is not available", lambda: sdpa(q, k, v, backend="nope")),
         (ConfigError, "backend='cuda' cannot run this call: the data are NumPy arrays",
          lambda: sdpa(q, k, v, backend="cuda")),
