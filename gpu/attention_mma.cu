@@ -576,6 +576,24 @@ attention_backward(const elem* __restrict__ q, const elem* __restrict__ k, const
     // acc = X_w Y^T (16 keys x the QB query columns of slice h, C fragments): the warp's 16 rows of X
     // (K or V, rows = keys) against the slice's rows of Y (Q or dO, rows = queries): S^T = K_w Q^T and
     // dP^T = V_w dO^T.
+    // a = the A fragment of k-step kk (16 queries) of a 16 x QB block held as C fragments (P^T, dS^T):
+    // the C fragments of 8-column blocks 2 kk, 2 kk + 1, rounded to T and packed in pairs.
+    auto pack_a = [&](auto& c, int kk, unsigned (&a)[4]) {
+        a[0] = Elem<T>::pack(c[2 * kk][0], c[2 * kk][1]);
+        a[1] = Elem<T>::pack(c[2 * kk][2], c[2 * kk][3]);
+        a[2] = Elem<T>::pack(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+        a[3] = Elem<T>::pack(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+    };
+    // acc (16 keys x D) += a Y[16 queries of chunk row block qb] (Y = dO for dV, Q for dK; .trans loads).
+    auto add_times_queries = [&](float (&acc)[D / 8][4], const unsigned (&a)[4], unsigned sY, int qb) {
+        #pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+            unsigned b[4];
+            ldmatrix_x4_trans(b, rowwise.at(sY, qb, dp));
+            mma<T>(acc[2 * dp], a, b[0], b[1]);
+            mma<T>(acc[2 * dp + 1], a, b[2], b[3]);
+        }
+    };
     auto keys_times_queries = [&](auto& acc, unsigned sX, unsigned sY, int h) {
         constexpr int KB = BR / QSPLIT / 16;
         #pragma unroll
@@ -633,16 +651,9 @@ attention_backward(const elem* __restrict__ q, const elem* __restrict__ k, const
             // dV_w += P^T dO (k = queries)
             #pragma unroll
             for (int kk = 0; kk < KB; ++kk) {
-                const unsigned a[4] = {Elem<T>::pack(st[2 * kk][0], st[2 * kk][1]), Elem<T>::pack(st[2 * kk][2], st[2 * kk][3]),
-                                       Elem<T>::pack(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-                                       Elem<T>::pack(st[2 * kk + 1][2], st[2 * kk + 1][3])};
-                #pragma unroll
-                for (int dp = 0; dp < D / 16; ++dp) {
-                    unsigned b[4];
-                    ldmatrix_x4_trans(b, rowwise.at(sdO, h * KB + kk, dp));
-                    mma<T>(dva[2 * dp], a, b[0], b[1]);
-                    mma<T>(dva[2 * dp + 1], a, b[2], b[3]);
-                }
+                unsigned a[4];
+                pack_a(st, kk, a);
+                add_times_queries(dva, a, sdO, h * KB + kk);
             }
             // dP^T = V_w dO^T, then dS^T = P^T (dP^T - D_i)
             float dpt[NB][4];
@@ -654,16 +665,9 @@ attention_backward(const elem* __restrict__ q, const elem* __restrict__ k, const
             // dK_w += dS^T Q (k = queries); dS^T to shared memory (rows = keys, columns = queries) for dQ
             #pragma unroll
             for (int kk = 0; kk < KB; ++kk) {
-                const unsigned a[4] = {Elem<T>::pack(st[2 * kk][0], st[2 * kk][1]), Elem<T>::pack(st[2 * kk][2], st[2 * kk][3]),
-                                       Elem<T>::pack(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-                                       Elem<T>::pack(st[2 * kk + 1][2], st[2 * kk + 1][3])};
-                #pragma unroll
-                for (int dp = 0; dp < D / 16; ++dp) {
-                    unsigned b[4];
-                    ldmatrix_x4_trans(b, rowwise.at(sQ, h * KB + kk, dp));
-                    mma<T>(dka[2 * dp], a, b[0], b[1]);
-                    mma<T>(dka[2 * dp + 1], a, b[2], b[3]);
-                }
+                unsigned a[4];
+                pack_a(st, kk, a);
+                add_times_queries(dka, a, sQ, h * KB + kk);
                 const int chunk = 2 * (h * KB + kk);        // 16 query columns = chunks chunk, chunk + 1
                 *reinterpret_cast<unsigned*>(ds + swz<CHS>(krow + g, chunk) + 4 * t4) = a[0];
                 *reinterpret_cast<unsigned*>(ds + swz<CHS>(krow + g + 8, chunk) + 4 * t4) = a[1];
