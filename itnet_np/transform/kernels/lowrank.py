@@ -130,19 +130,15 @@ class LowRankKernel(Kernel):
         U, c = (self.U_q, self.c_q) if side == "query" else (self.U_k, self.c_k)
         return self.activation(ops.matmul(self._inputs(points), ops.transpose(U)) + c)
 
-    def _features(self, points, weight, bias, fmap, U=None, c=None):
-        z = self._inputs(points)
-        if self.hidden is not None:
-            z = self.activation(ops.matmul(z, ops.transpose(U)) + c)
+    def _features(self, points, weight, bias, fmap, side):
+        z = self._inputs(points) if self.hidden is None else self.hidden_features(points, side)
         return fmap(split_heads(z, weight, bias, self.heads, self.feature_dim))
 
     def project(self, query, source):
         check_features(self, query, self.query_features, "query")
         check_features(self, source, self.in_features, "source")
-        hidden = self.hidden is not None
-        return Projection(
-            {"phi": self._features(query, self.W_q, self.b_q, self.phi, *((self.U_q, self.c_q) if hidden else ()))},
-            {"psi": self._features(source, self.W_k, self.b_k, self.psi, *((self.U_k, self.c_k) if hidden else ()))})
+        return Projection({"phi": self._features(query, self.W_q, self.b_q, self.phi, "query")},
+                          {"psi": self._features(source, self.W_k, self.b_k, self.psi, "source")})
 
     def scores(self, proj):
         return ops.einsum("bnhr,bmhr->bhnm", proj.query["phi"], proj.source["psi"])
