@@ -5,6 +5,7 @@ experiments script (bench/experiments.py) read.
 task            data set       models that fit (first: ITNet)            metric
 =============== ============== ========================================= =============================
 mnist1d         mnist1d        itnet, cnn (1-D ResNet), gru, transformer  accuracy
+                               (the last three on 9-sample windows)
 digits          digits         itnet (2x2 patches), cnn (2-D ResNet)     accuracy
 listops         listops (256)  itnet, transformer, gru                   accuracy
 burgers         burgers        itnet (operator), cnn (grid CNN)          relative L2 (rel_l2)
@@ -16,6 +17,11 @@ built at the width whose parameter count is nearest ITNet's (``match_width``, wi
 comparisons are at matched parameter counts. :func:`batch_inputs` turns a batch of a data set's
 arrays into the model's arguments, :func:`batch_target` the labels/targets into what the loss takes.
 
+Signals (MNIST-1D) reach the sequence models (itnet, transformer, gru) as windows: token t holds
+the ``window`` samples centred on sample ``t * stride`` (zero-padded at the ends) and sits at that
+sample's position (:func:`signal_windows`), the 1-D counterpart of the image patches; the CNN reads
+the raw signal (its first convolution is its own window). Every sequence model gets the same tokens.
+
 Operator tasks are trained at ``resolution`` points; the data are generated once at 4x that
 resolution (``fine_resolution``) and subsampled, so :func:`load_task_data` can hand out the same
 functions at the training grid or at the 4x grid (discretisation invariance, ``itnet eval
@@ -26,7 +32,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from .baselines import GridCNN, GRUClassifier, ResNetCNN, Transformer
 from .config import ABLATIONS, ITNetConfig
 from .itnet import itnet_for_functions, itnet_for_images, itnet_for_tokens
@@ -43,6 +49,7 @@ class Task:
     models: tuple
     data_options: dict = dataclasses.field(default_factory=dict)
     resolution: int | None = None        # operator tasks: the training grid
+    window: tuple | None = None          # signals: (window, stride) of the sequence models' tokens
 
     @property
     def kind(self):
@@ -54,7 +61,8 @@ class Task:
 
 
 TASKS = {
-    "mnist1d": Task("mnist1d", "mnist1d", "signal", ("itnet", "cnn", "gru", "transformer")),
+    "mnist1d": Task("mnist1d", "mnist1d", "signal", ("itnet", "cnn", "gru", "transformer"),
+                    window=(9, 2)),
     "digits": Task("digits", "digits", "image", ("itnet", "cnn")),
     "listops": Task("listops", "listops", "tokens", ("itnet", "transformer", "gru"),
                     {"max_length": 256, "num_test": 250}),
@@ -101,7 +109,30 @@ def _out(task, data):
 
 
 def _sequence_length(task, data):
-    return data.x_train.shape[1]
+    length = data.x_train.shape[1]
+    return -(-length // task.window[1]) if task.window else length
+
+
+def _in_features(task):
+    """Input features per token of a signal's sequence models: the window length (1 without windows)."""
+    return task.window[0] if task.window else 1
+
+
+def signal_windows(x, positions, window, stride):
+    """Windows of 1-D signals as tokens: x (B, L) -> (B, T, window) with T = ceil(L / stride) and
+    tokens[b, t, k] = x[b, t*stride + k - (window-1)//2] (0 outside [0, L)); positions (L, 1) -> the
+    tokens' positions positions[::stride] (T, 1), each window's centre sample."""
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ShapeError(f"signal_windows: x must be (B, L), got shape {x.shape}")
+    length = x.shape[1]
+    if positions is None or np.shape(positions) != (length, 1):
+        raise ShapeError(f"signal_windows: positions must be ({length}, 1) to match x {x.shape}, got "
+                         f"{None if positions is None else np.shape(positions)}")
+    left = (window - 1) // 2
+    padded = np.pad(x, ((0, 0), (left, window - 1 - left)))
+    starts = np.arange(0, length, stride)
+    return padded[:, starts[:, None] + np.arange(window)], np.asarray(positions)[starts]
 
 
 def _baseline(task, model, data, width, seed):
@@ -114,12 +145,12 @@ def _baseline(task, model, data, width, seed):
     if model == "gru":
         if m == "tokens":
             return GRUClassifier(out, hidden=width, vocab=_vocab(data), pad_index=PAD, rng=seed)
-        return GRUClassifier(out, hidden=width, in_features=1, rng=seed)
+        return GRUClassifier(out, hidden=width, in_features=_in_features(task), rng=seed)
     if model == "transformer":
         common = {"width": width, "depth": 2, "heads": 4, "max_length": _sequence_length(task, data), "rng": seed}
         if m == "tokens":
             return Transformer(_vocab(data), out, pad_index=PAD, **common)
-        return Transformer(None, out, in_features=1, **common)
+        return Transformer(None, out, in_features=_in_features(task), **common)
     raise ConfigError(f"no baseline called {model!r}")  # unreachable after check_fits
 
 
@@ -153,7 +184,7 @@ def build_model(task, model, data, size="small", seed=0, ablation=None):
         if m == "tokens":
             return itnet_for_tokens(_vocab(data), out, config, max_length=_sequence_length(task, data),
                                     pad_index=PAD, rng=seed)
-        return itnet_for_functions(1, out, config, task=task.kind, rng=seed)
+        return itnet_for_functions(_in_features(task), out, config, task=task.kind, rng=seed)
     target = count_parameters(build_model(task, "itnet", data, size, seed))
     step = 4 if model == "transformer" else 1
     _, net = match_width(lambda w: _baseline(task, model, data, w, seed), target,
@@ -172,6 +203,9 @@ def batch_inputs(task, model, x, positions):
         return (x[:, None],)                                             # (B, 1, H, W)
     if m == "signal" and model == "cnn":
         return (x[:, None],)                                             # (B, 1, L)
+    if m == "signal" and task.window:
+        tokens, centres = signal_windows(x, positions, *task.window)     # (B, T, window), (T, 1)
+        return (tokens, centres[None]) if model == "itnet" else (tokens,)
     if model == "itnet" or m == "function":
         return (x[..., None], positions[None])                           # values (B, N, 1), (1, N, 1)
     return (x[..., None],)                                               # (B, T, 1) sequences
