@@ -8,7 +8,8 @@
 A run directory holds ``config.json`` (the configuration, written atomically), ``metrics.jsonl``
 (one JSON line per epoch, appended and flushed: train loss, test loss and metric, lr, seconds) and
 ``checkpoint.npz`` (itnet_np.io, atomic, rewritten after every epoch). Which models fit which task is
-the table in :mod:`itnet_np.models.registry`. Training is AdamW (weight decay 0.01) with a linear
+the table in :mod:`itnet_np.models.registry`. The loss is cross-entropy (classification) or the
+relative L2 error (operator tasks, F.relative_l2_loss). Training is AdamW (weight decay 0.01) with a linear
 warm-up over the first 5% of the steps and a cosine decay to lr/100, batches shuffled from --seed.
 
 Ctrl-C (SIGINT) finishes the current step, saves the checkpoint (with the position inside the epoch)
@@ -57,7 +58,7 @@ def build(config, data):
     task = _check(config)
     model = registry.build_model(task, config["model"], data, config["size"], config["seed"], config["ablation"])
     if task.kind == "regress":
-        return model, lambda out, y: F.mse_loss(out, itn.tensor(y)), "rel_l2", relative_l2
+        return model, lambda out, y: F.relative_l2_loss(out, itn.tensor(y)), "rel_l2", relative_l2
     return model, F.cross_entropy, "accuracy", accuracy
 
 

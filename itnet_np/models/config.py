@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..transform.kernels.mlp import INPUTS
 
 FULL = ("dp", "dist2", "fourier", "prod")
+SOURCES = ("norm", "stream")
 ABLATIONS = {
     "full": FULL,
     "no_prod": ("dp", "dist2", "fourier"),
@@ -37,6 +38,12 @@ class ITNetConfig:
     an input), frequency_scale (std of the random frequencies; positions live in [0, 1]),
     kernel_inputs (a subset of transform.kernels.mlp.INPUTS, or a name in ABLATIONS), ffn_mult (the
     feed-forward hidden width is ffn_mult * C), dropout, backend ('auto', 'dense', 'numba', ...).
+
+    source: what each block integrates over. 'norm' (pre-norm, the default): the sources f_j are
+    LN(x_j), as the queries. 'stream': the sources are the residual stream x_j itself (queries stay
+    LN(x_i)), so y_i = sum_j a_ij V x_j is linear in the stream: a block can pass an amplitude such
+    as the mean of an input function on exactly, which LN's per-point rescaling distorts. The
+    operator tasks use it. final_norm: LN before the head (True) or the stream itself (False).
     """
 
     width: int = 32
@@ -49,6 +56,8 @@ class ITNetConfig:
     ffn_mult: int = 2
     dropout: float = 0.0
     backend: str = "auto"
+    source: str = "norm"
+    final_norm: bool = True
 
     def __post_init__(self):
         inputs = self.kernel_inputs
@@ -72,6 +81,10 @@ class ITNetConfig:
             raise ConfigError("ITNetConfig: kernel_inputs include 'fourier' but fourier=0")
         if self.width % self.heads:
             raise ConfigError(f"ITNetConfig: width={self.width} is not divisible by heads={self.heads}")
+        if self.source not in SOURCES:
+            raise ConfigError(f"ITNetConfig: source must be one of {SOURCES}, got {self.source!r}")
+        if not isinstance(self.final_norm, bool):
+            raise ConfigError(f"ITNetConfig: final_norm must be a bool, got {self.final_norm!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"ITNetConfig: dropout must be in [0, 1), got {self.dropout!r}")
 

@@ -2,8 +2,10 @@
 
     (f, p) = encoder(inputs)                       f (B, N, C), p (B|1, N, D)
     f <- f + Drop(T_K[LN(f)])   with T_K = IntegralTransform(MLPKernel(dp, dist2, fourier, prod), softmax)
+                                (config.source = 'stream': queries LN(f_i), sources f_j themselves)
     f <- f + Drop(FFN(LN(f)))   FFN = Linear(C, mC) -> GELU -> Linear(mC, C)
     classification: Linear(LN(mean_i f_i)) (B, classes);   regression: Linear(LN(f_i)) (B, N, out)
+                                (config.final_norm = False: without the LN)
 
 The kernel scores s^h_ij = MLP(z_ij)_h over the pair features of config.kernel_inputs; A^h = softmax_j
 over them (H heads), so each block is attention whose logits are a learned function of the relative
@@ -44,9 +46,15 @@ class ITNetBlock(Module):
         self.norm2 = LayerNorm(C, dtype=dtype)
         self.ffn = MLP([C, config.ffn_mult * C, C], activation="gelu", dtype=dtype, rng=_seed(rng))
         self.drop = Dropout(config.dropout, rng=_seed(rng))
+        self.source = config.source
 
     def forward(self, x, positions, weights=None):
-        x = x + self.drop(self.transform(self.norm1(x), positions, weights=weights))
+        h = self.norm1(x)
+        if self.source == "stream":
+            h = self.transform(h, positions, source=x, source_positions=positions, weights=weights)
+        else:
+            h = self.transform(h, positions, weights=weights)
+        x = x + self.drop(h)
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
@@ -74,7 +82,7 @@ class ITNet(Module):
         self.encoder = encoder
         self.blocks = ModuleList([ITNetBlock(config, encoder.position_dim, rng=_seed(rng), dtype=dtype)
                                   for _ in range(config.depth)])
-        self.norm = LayerNorm(config.width, dtype=dtype)
+        self.norm = LayerNorm(config.width, dtype=dtype) if config.final_norm else None
         self.head = Linear(config.width, int(out_features), dtype=dtype, rng=_seed(rng))
 
     def forward(self, *inputs):
@@ -84,7 +92,7 @@ class ITNet(Module):
             x = block(x, positions, weights)
         if self.task == "classify":
             x = pool(x, weights)
-        return self.head(self.norm(x))
+        return self.head(x if self.norm is None else self.norm(x))
 
 
 def pool(x, weights=None):

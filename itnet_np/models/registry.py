@@ -12,7 +12,9 @@ burgers         burgers        itnet (operator), cnn (grid CNN)          relativ
 antiderivative  antiderivative itnet (operator), cnn (grid CNN)          relative L2 (rel_l2)
 =============== ============== ========================================= =============================
 
-ITNet is built at a named size (``ITNetConfig.named``, optionally an ablation); every baseline is
+ITNet is built at a named size (``ITNetConfig.named``, optionally an ablation, with the task's
+``itnet`` options: the operator tasks integrate over the residual stream and drop the final LN,
+``OPERATOR``, so the functions' amplitudes pass through linearly); every baseline is
 built at the width whose parameter count is nearest ITNet's (``match_width``, within 20%), so the
 comparisons are at matched parameter counts. :func:`batch_inputs` turns a batch of a data set's
 arrays into the model's arguments, :func:`batch_target` the labels/targets into what the loss takes.
@@ -22,7 +24,8 @@ the ``window`` samples centred on sample ``t * stride`` (zero-padded at the ends
 sample's position (:func:`signal_windows`), the 1-D counterpart of the image patches; the CNN reads
 the raw signal (its first convolution is its own window). Every sequence model gets the same tokens.
 
-Operator tasks are trained at ``resolution`` points; the data are generated once at 4x that
+Operator tasks are trained at ``resolution`` points, on the relative L2 loss (the metric, as FNO
+trains: the MSE lets large-norm functions dominate); the data are generated once at 4x that
 resolution (``fine_resolution``) and subsampled, so :func:`load_task_data` can hand out the same
 functions at the training grid or at the 4x grid (discretisation invariance, ``itnet eval
 --resolution``). Token batches are cut after their longest real sequence (trailing padding carries
@@ -50,6 +53,7 @@ class Task:
     data_options: dict = dataclasses.field(default_factory=dict)
     resolution: int | None = None        # operator tasks: the training grid
     window: tuple | None = None          # signals: (window, stride) of the sequence models' tokens
+    itnet: dict = dataclasses.field(default_factory=dict)   # ITNetConfig fields set for this task
 
     @property
     def kind(self):
@@ -60,6 +64,7 @@ class Task:
         return "rel_l2" if self.kind == "regress" else "accuracy"
 
 
+OPERATOR = {"source": "stream", "final_norm": False}   # see ITNetConfig: amplitudes pass through exactly
 TASKS = {
     "mnist1d": Task("mnist1d", "mnist1d", "signal", ("itnet", "cnn", "gru", "transformer"),
                     window=(9, 2)),
@@ -67,9 +72,10 @@ TASKS = {
     "listops": Task("listops", "listops", "tokens", ("itnet", "transformer", "gru"),
                     {"max_length": 256, "num_test": 250}),
     "burgers": Task("burgers", "burgers", "function", ("itnet", "cnn"),
-                    {"num_train": 400, "num_test": 100, "resolution": 128, "fine": 128}, resolution=32),
+                    {"num_train": 400, "num_test": 100, "resolution": 128, "fine": 128}, resolution=32,
+                    itnet=OPERATOR),
     "antiderivative": Task("antiderivative", "antiderivative", "function", ("itnet", "cnn"),
-                           {"num_train": 1000, "num_test": 200, "resolution": 128}, resolution=32),
+                           {"num_train": 1000, "num_test": 200, "resolution": 128}, resolution=32, itnet=OPERATOR),
 }
 PAD = 0  # the token id of padding in the token data sets (data.listops.PAD)
 
@@ -159,9 +165,9 @@ def _vocab(data):
     return len(VOCAB)
 
 
-def itnet_config(size="small", ablation=None):
-    """ITNetConfig.named(size), with the kernel inputs of ``ABLATIONS[ablation]`` when given."""
-    config = ITNetConfig.named(size)
+def itnet_config(size="small", ablation=None, **options):
+    """ITNetConfig.named(size, **options), with the kernel inputs of ``ABLATIONS[ablation]`` when given."""
+    config = ITNetConfig.named(size, **options)
     if ablation is not None:
         if ablation not in ABLATIONS:
             raise ConfigError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATIONS)}")
@@ -176,7 +182,7 @@ def build_model(task, model, data, size="small", seed=0, ablation=None):
     check_fits(task, model)
     if ablation is not None and model != "itnet":
         raise ConfigError(f"--ablation applies to the itnet model only, not {model!r}")
-    config = itnet_config(size, ablation if model == "itnet" else None)
+    config = itnet_config(size, ablation if model == "itnet" else None, **task.itnet)
     out, m = _out(task, data), task.modality
     if model == "itnet":
         if m == "image":

@@ -36,7 +36,7 @@ def test_ablations_set_the_kernel_inputs():
 
 @pytest.mark.parametrize("bad", [{"width": 10, "heads": 4}, {"kernel_inputs": ("dp", "bogus")},
                                  {"kernel_inputs": "nope"}, {"depth": 0}, {"fourier": 0},
-                                 {"dropout": 1.0}, {"width": True}])
+                                 {"dropout": 1.0}, {"width": True}, {"source": "raw"}, {"final_norm": 1}])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
         models.ITNetConfig(**bad)
@@ -186,3 +186,44 @@ def test_padding_tokens_change_nothing(kind, backend):
     for b, s in enumerate(seqs):
         np.testing.assert_allclose(padded[b], net(s[None]).data[0], rtol=0, atol=1e-10)
     assert not np.allclose(padded[0], net(np.concatenate([seqs[0], [1]])[None]).data[0])
+
+
+@pytest.mark.parametrize("source", ["stream", "norm"])
+def test_block_source_stream_integrates_the_stream_itself(source):
+    """With uniform attention (the kernel's last layer zeroed) and the FFN's output layer zeroed, a
+    block is x_i + W_O W_V mean_j s_j + b, where s_j = x_j ('stream': linear in x, so the mean of the
+    input passes on exactly) or s_j = LN(x_j) ('norm'), LN written out here in NumPy (float64)."""
+    from itnet_np.models.itnet import ITNetBlock
+    block = ITNetBlock(models.ITNetConfig.named("tiny", source=source), 1, rng=0, dtype=np.float64)
+    for name in ("transform.kernel.W2", "transform.kernel.b2", "ffn.layers.1.weight", "ffn.layers.1.bias"):
+        dict(block.named_parameters())[name].data[...] = 0.0
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 9, 16)) * 3 + 1
+    positions = np.linspace(0, 1, 9)[None, :, None]
+    got = block(x, positions).numpy() - x
+    params = {n: p.numpy() for n, p in block.named_parameters()}
+    if source == "stream":
+        s = x
+    else:
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        s = (x - mu) / np.sqrt(var + block.norm1.eps) * params["norm1.weight"] + params["norm1.bias"]
+    want = s.mean(axis=1, keepdims=True) @ params["transform.W_V"].T @ params["transform.W_O"].T + params["transform.b"]
+    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=1e-11, atol=1e-12)
+
+
+def test_final_norm_off_reads_the_stream():
+    """final_norm=False: the head reads the pooled stream itself; True: LN of it (the same weights)."""
+    x = np.random.default_rng(1).standard_normal((2, 6, 1))
+    positions = np.linspace(0, 1, 6)[None, :, None]
+    with_norm = models.itnet_for_functions(1, 3, models.ITNetConfig.named("tiny"), task="classify", rng=0,
+                                           dtype=np.float64)
+    without = models.itnet_for_functions(1, 3, models.ITNetConfig.named("tiny", final_norm=False),
+                                         task="classify", rng=0, dtype=np.float64)
+    assert without.norm is None and models.count_parameters(with_norm) - models.count_parameters(without) == 32
+    features = []
+    without.head.register_forward_hook(lambda module, args, out: features.append(args[0].numpy()))
+    without(x, positions)
+    with_norm.head.register_forward_hook(lambda module, args, out: features.append(args[0].numpy()))
+    with_norm(x, positions)
+    np.testing.assert_allclose(features[1].mean(-1), 0.0, atol=1e-12)   # LN (weight 1, bias 0 at init)
+    assert np.abs(features[0].mean(-1)).max() > 1e-3      # not layer-normed: the channel means are not 0

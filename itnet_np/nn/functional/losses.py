@@ -1,5 +1,5 @@
 """Losses with torch's semantics: cross_entropy, nll_loss, binary_cross_entropy_with_logits,
-mse_loss, l1_loss, huber_loss.
+mse_loss, l1_loss, huber_loss; and relative_l2_loss, the operator-learning loss.
 
 All are compositions of big ops (log_softmax, softplus, multiply, sum, where), so every
 derivative, of any order, comes from the ops' own VJPs. Reductions: 'mean' (default), 'sum' or
@@ -11,7 +11,7 @@ import numpy as np
 
 from ...autograd.backend import xp_of
 from ...autograd.ops import abs as _abs
-from ...autograd.ops import mean, multiply, reshape, where
+from ...autograd.ops import mean, multiply, norm, reshape, where
 from ...autograd.ops import sum as _sum
 from ...autograd.ops._util import raw
 from ...errors import ConfigError, DTypeError, ShapeError, describe
@@ -281,3 +281,28 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     size = _abs(d)
     losses = where(raw(size) < dl, half * d * d, dl * (size - half * dl))
     return _reduce(losses, reduction)
+
+
+def relative_l2_loss(input, target, reduction="mean"):
+    """Per-sample relative L2 error, the loss of operator learning (FNO's training loss):
+
+        l_b = ||input_b - target_b||_2 / ||target_b||_2      (norms over every axis but the first)
+
+    reduced over the batch axis by 'mean' (default), 'sum' or 'none' ((B,) losses). It weighs every
+    sample alike whatever its scale, so training on it optimises the metric reported
+    (itnet_np.train.relative_l2) instead of the mean squared error, which large-norm samples dominate.
+    input and target have the same shape (B, ...); a target with a zero norm is an error (the ratio
+    is undefined). Where input == target the gradient is 0 (ops.norm's subgradient), not NaN.
+    """
+    name = "relative_l2_loss"
+    _check_reduction(name, reduction)
+    a = _same_shape(name, input, target)
+    if a.ndim < 2:
+        raise ShapeError(f"{name}: input and target must be (B, ...) with at least one axis per sample, "
+                         f"got shape {tuple(a.shape)}")
+    axes = tuple(range(1, a.ndim))
+    scale = norm(target, axis=axes)
+    if (raw(scale) == 0).any():
+        raise ShapeError(f"{name}: target sample(s) {np.flatnonzero(raw(scale) == 0).tolist()} have norm 0; "
+                         "the relative error is undefined there")
+    return _reduce(norm(input - target, axis=axes) / scale, reduction)
