@@ -3,7 +3,8 @@
     python tests/gpu/nvcc_check.py                    # sm_80 and sm_90, a markdown table on stdout
     python tests/gpu/nvcc_check.py --arch sm_90 --markdown resources.md
 
-Each ``gpu/*.cu`` is compiled on its own (``nvcc -std=c++17 -c -DITNET_INSTANTIATE -Xptxas -v``): the
+Each ``gpu/*.cu`` is compiled on its own, once per architecture, the compiles running side by side
+(one per CPU core; the table keeps file and architecture order) (``nvcc -std=c++17 -c -DITNET_INSTANTIATE -Xptxas -v``): the
 define makes a file instantiate its kernel templates for every shape it supports, so a syntax or
 type error anywhere in a template body fails here, on a machine with nvcc and no GPU (CI's). ptxas
 then prints, per kernel, its registers per thread, static shared memory, stack frame and spills;
@@ -12,11 +13,13 @@ compile fails or a file instantiates no kernel (and, with ``--fail-on-spills``, 
 spills registers), 2 when nvcc is missing.
 """
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 GPU_DIR = Path(__file__).resolve().parents[2] / "gpu"
@@ -80,18 +83,19 @@ def main(argv=None):
         return 2
     sources = sorted(GPU_DIR.glob("*.cu"))
     failures, rows = [], []
-    with tempfile.TemporaryDirectory(prefix="itnet-nvcc-") as workdir:
-        for source in sources:
-            for arch in args.arch:
-                ok, found, output = compile_source(nvcc, source, arch, workdir)
-                if not ok:
-                    failures.append(f"{source.name} ({arch}) does not compile:\n{output}")
-                    continue
-                if not found:
-                    failures.append(f"{source.name} ({arch}) compiled no kernel: does it instantiate its "
-                                    "templates under #ifdef ITNET_INSTANTIATE?")
-                for row, name in zip(found, demangle([r["kernel"] for r in found])):
-                    rows.append(dict(row, kernel=name, file=source.name))
+    jobs = [(source, arch) for source in sources for arch in args.arch]
+    with tempfile.TemporaryDirectory(prefix="itnet-nvcc-") as workdir, \
+            ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        results = pool.map(lambda job: compile_source(nvcc, job[0], job[1], workdir), jobs)
+        for (source, arch), (ok, found, output) in zip(jobs, results):
+            if not ok:
+                failures.append(f"{source.name} ({arch}) does not compile:\n{output}")
+                continue
+            if not found:
+                failures.append(f"{source.name} ({arch}) compiled no kernel: does it instantiate its "
+                                "templates under #ifdef ITNET_INSTANTIATE?")
+            for row, name in zip(found, demangle([r["kernel"] for r in found])):
+                rows.append(dict(row, kernel=name, file=source.name))
     table = markdown(rows)
     print(table)
     if args.markdown is not None:
