@@ -24,7 +24,9 @@ import argparse
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 from collections import namedtuple
 
 from ._version import __version__
@@ -292,10 +294,16 @@ def _verify(args):
 
     names = verify.select(args.only)          # an --only that matches nothing fails before any work
     results = []
-    with _progress(None, total=len(names) * args.trials, desc="verify", unit="config") as bar:
+    with SigintFlag() as interrupt, \
+            _progress(None, total=len(names) * args.trials, desc="verify", unit="config") as bar:
+
+        def on_trial():                        # between configurations: the safe point for Ctrl-C
+            bar.update(1)
+            if interrupt.requested:
+                raise KeyboardInterrupt
+
         try:
-            for result in verify.iter_suite(args.trials, args.seed, names=names,
-                                            on_trial=lambda: bar.update(1)):
+            for result in verify.iter_suite(args.trials, args.seed, names=names, on_trial=on_trial):
                 results.append(result)
                 bar.write(f"verify [{len(results)}/{len(names)}] {result['reduction']}: "
                           f"{'PASS' if result['passed'] else 'FAIL'}", file=sys.stderr)
@@ -305,6 +313,33 @@ def _verify(args):
             _verify_report(args, names, results, complete=False)
             raise
     return _verify_report(args, names, results, complete=True)
+
+
+class SigintFlag:
+    """``with SigintFlag() as interrupt:`` -- Ctrl-C (SIGINT) sets ``interrupt.requested`` and the
+    loop stops at its next safe point (the caller checks the flag); a second Ctrl-C raises
+    KeyboardInterrupt at once. Outside the main thread it installs nothing (only that thread receives
+    signals). A flag, not an exception: a KeyboardInterrupt raised by the default handler while the
+    interpreter runs a finalizer (``__del__``, which Numba's compiler triggers by the thousand on a
+    cold cache) is printed as "Exception ignored" and lost; a flag cannot be lost that way."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 # ---------------------------------------------------------------------------------------- main

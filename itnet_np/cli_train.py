@@ -18,10 +18,9 @@ must be given the same configuration: any difference is an error naming the fiel
 """
 import json
 import os
-import signal
 import time
 
-from .cli import _fail, _integer, _one_line, _positive_float, subcommand
+from .cli import SigintFlag, _fail, _integer, _one_line, _positive_float, subcommand
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 SIZES = ("tiny", "small", "base")
@@ -106,29 +105,6 @@ def read_metrics(out):
         return [json.loads(line) for line in f if line.strip()]
 
 
-class _Interrupt:
-    """SIGINT sets a flag (the loop stops after the current step); a second one raises at once."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-
-    def __enter__(self):
-        import threading
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
 def train(config, out, resume=False, log=print):
     """Train the run ``config`` into directory ``out``; returns 0, or 130 when interrupted (saved)."""
     import numpy as np
@@ -178,7 +154,7 @@ def train(config, out, resume=False, log=print):
         io.save(ckpt_path, {"config": config, "trainer": trainer.state_dict(),
                             "partial_losses": np.asarray(partial, np.float64)})
 
-    with _Interrupt() as interrupt:
+    with SigintFlag() as interrupt:
         while trainer.epoch < config["epochs"]:
             epoch, start = trainer.epoch, time.perf_counter()
             train_loader.set_epoch(epoch)

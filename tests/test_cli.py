@@ -303,12 +303,11 @@ def test_interrupted_verify_writes_the_finished_reductions_and_exits_130(capsys,
 
 def test_ctrl_c_on_a_running_verify_keeps_the_finished_reductions(tmp_path):
     """A real SIGINT to ``python -m itnet_np verify --json``, sent once the first reduction is reported
-    (its progress line on stderr), while many configurations of the others are still to run.
-
-    One CI run (cold Numba cache) saw the first SIGINT lost: the suite ran to the end and exited 0.
-    Until that is understood, a second SIGINT follows if the process is still running 10 s after
-    the first (writing the report takes milliseconds), so the report-and-exit-130 behaviour is
-    still checked; the lost signal is recorded as an open defect in the issue notes."""
+    (its progress line on stderr), while many configurations of the others are still to run: one
+    SIGINT must be enough. (One CI run with a cold Numba cache once lost it under Python's default
+    handler, whose KeyboardInterrupt is discarded when it fires inside a finalizer; verify now sets a
+    flag (cli.SigintFlag) and stops at the next configuration, and this test no longer sends a
+    second SIGINT to cover for a lost first one.)"""
     report = tmp_path / "out.json"
     proc = subprocess.Popen([sys.executable, "-m", "itnet_np", "verify", "--trials", "100", "--json", str(report)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -322,9 +321,10 @@ def test_ctrl_c_on_a_running_verify_keeps_the_finished_reductions(tmp_path):
                 break
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
+            proc.kill()
+            pytest.fail("itnet verify still ran 120 s after one SIGINT: the signal was lost")
         err.append(proc.stderr.read())
         out = proc.stdout.read()
         proc.wait()
