@@ -30,19 +30,15 @@ from itnet_np.models.registry import TASKS
 
 RESULTS = os.path.join(ROOT, "bench", "results", "experiments")
 SEEDS = (0, 1, 2)
-# Per task: the same settings for every model (sized to at most ~2 min of CPU per run on this 2-core machine).
+# Per task: the same settings for every model (sized to a few minutes of CPU per run on this 2-core machine).
 SETTINGS = {
-    "mnist1d": {"size": "small", "epochs": 6, "batch_size": 64, "lr": 3e-3, "train_size": 4000},
-    "digits": {"size": "small", "epochs": 20, "batch_size": 32, "lr": 3e-3, "train_size": None},
-    "listops": {"size": "tiny", "epochs": 2, "batch_size": 32, "lr": 3e-3, "train_size": 800},
-    "burgers": {"size": "small", "epochs": 60, "batch_size": 20, "lr": 3e-3, "train_size": None},
+    "mnist1d": {"size": "small", "epochs": 20, "batch_size": 64, "lr": 3e-3, "train_size": 4000},
+    "digits": {"size": "small", "epochs": 60, "batch_size": 32, "lr": 3e-3, "train_size": None},
+    "listops": {"size": "tiny", "epochs": 10, "batch_size": 32, "lr": 3e-3, "train_size": None},
+    "burgers": {"size": "small", "epochs": 200, "batch_size": 20, "lr": 3e-3, "train_size": None},
     "antiderivative": {"size": "small", "epochs": 20, "batch_size": 32, "lr": 3e-3, "train_size": 500},
 }
-ABLATION = dict(SETTINGS["mnist1d"], size="tiny", epochs=6, train_size=2000)
-# Single-seed longer runs (``--extra``), when the main settings leave a target far away.
-EXTRA = {f"mnist1d-{model}-long-s0": dict(SETTINGS["mnist1d"], task="mnist1d", model=model, ablation=None, seed=0,
-                                         epochs=30)
-         for model in ("itnet", "transformer", "gru")}
+ABLATION = dict(SETTINGS["mnist1d"], size="small", epochs=10, train_size=2000)
 TABLE5 = ("full", "no_prod", "no_dp", "no_dist2", "no_fourier", "content_only", "position_only")
 
 
@@ -200,22 +196,43 @@ def _ablation_table(results):
     return lines
 
 
+def burgers_references():
+    """Test rel-L2 of two predictors that need no training, on the Burgers test set at the training
+    grid: the input's mean (u(T) -> mean u(0), which viscosity leaves after the waves decay; the mean
+    is conserved) and the heat equation's solution exp(-nu (2 pi k)^2 T) per Fourier mode (Burgers
+    without its nonlinear term). A model must beat both to have learned the nonlinear operator."""
+    import inspect
+
+    import numpy as np
+
+    from itnet_np.data.operators import make_burgers
+    from itnet_np.models.registry import load_task_data
+    from itnet_np.train import relative_l2
+    defaults = inspect.signature(make_burgers).parameters
+    nu, t_final = (TASKS["burgers"].data_options.get(name, defaults[name].default) for name in ("nu", "t_final"))
+    data = load_task_data("burgers")
+    x, y = data.x_test.astype(np.float64), data.y_test.astype(np.float64)
+    k = np.fft.fftfreq(x.shape[1], 1.0 / x.shape[1])
+    heat = np.fft.ifft(np.fft.fft(x, axis=1) * np.exp(-nu * (2 * np.pi * k) ** 2 * t_final), axis=1).real
+    return {"the input's mean": relative_l2(np.broadcast_to(x.mean(axis=1, keepdims=True), y.shape), y),
+            "the heat equation (no u u_x)": relative_l2(heat, y)}
+
+
 def report(results, runs, target, settings, ablation, machine):
     """Write EXPERIMENTS.md from the per-run results."""
     missing = [n for n, _ in runs if n not in results]
     out = ["# Experiments (issue 12)", "",
            ("Produced by `python bench/experiments.py` (per-run JSON in `bench/results/experiments/`); "
-           f"machine: {machine}, shared with other jobs (load average 3-8 on 2 cores during the runs), so the "
-           "runs went at `nice -n 10` with one Numba and one BLAS thread each, two processes "
-           "(`--shard 0/2`, `--shard 1/2`): the CPU seconds are the stable measure, the wall times include "
-           "the contention. Mean +- std over seeds "
+           f"machine: {machine}. Two processes (`--shard 0/2`, `--shard 1/2`) with one Numba and one BLAS "
+           "thread each, on a machine also used for other work during the runs: the CPU seconds are the "
+           "stable measure, the wall times include the contention. Mean +- std over seeds "
            f"{', '.join(map(str, SEEDS))} (the model and shuffling seed; the data sets are fixed). The issue "
-           "allowed up to 10 minutes per run; every run together had to fit in about half an hour of this "
-           "session, so the runs are sized to at most ~2 minutes of CPU each (the settings below). The ListOps "
-           "rows come from the session's first pass (the same settings and the same arithmetic, before the "
-           "dense MLP-kernel path was moved onto BLAS, which changed only the time). Baselines are built at "
-           "the width "
-           "whose parameter count is nearest the ITNet's (`models.registry.build_model`, within 20%)."), ""]
+           "allowed up to 10 minutes per run; the runs are sized to a few minutes of CPU each (the settings "
+           "below) so that all of them fit in about an hour of a 2-core machine. Baselines are built at the "
+           "width whose parameter count is nearest the ITNet's (`models.registry.build_model`, within 20%). "
+           "On MNIST-1D the sequence models (ITNet, Transformer, GRU) read the same tokens, 9-sample windows "
+           "at stride 2 (`models.registry.signal_windows`, the 1-D counterpart of image patches); the CNN "
+           "reads the raw signal."), ""]
     out += ["## Settings (the same for every model of a task)", "",
             "| task | ITNet size | epochs | batch | peak lr | training examples |", "|---|---|---|---|---|---|"]
     for task, s in settings.items():
@@ -224,8 +241,12 @@ def report(results, runs, target, settings, ablation, machine):
     out += ["", "AdamW (weight decay 0.01), 5% linear warm-up then cosine decay to lr/100, as `itnet train` does."]
     for task in settings:
         out += ["", f"## {task}", "", f"Target: {TARGETS[task]}.", ""] + _task_table(task, results)
+        if task == "burgers":
+            out += ["", "Predictors without training, on the same test set (bench/experiments.py, "
+                    "`burgers_references`): " + "; ".join(f"{name}: rel-L2 {value:.2e}"
+                                                          for name, value in burgers_references().items()) + "."]
     out += ["", "## Kernel-input ablation on MNIST-1D (the layout of the paper's Table 5)", "",
-            (f"ITNet {ablation['size']} (a smaller model than the main MNIST-1D table, to fit 21 runs), "
+            (f"ITNet {ablation['size']}, "
             f"{ablation['epochs']} epochs on the first {ablation['train_size']} training examples, 3 seeds. 'no_prod' and "
             "'position_only' have the same inputs with the default full set (models.config)."), ""]
     out += _ablation_table(results)
@@ -233,20 +254,9 @@ def report(results, runs, target, settings, ablation, machine):
     if os.path.exists(notes):
         with open(notes) as f:
             out += ["", f.read().strip()]
-    extra = [(n, results[n]) for n in EXTRA if n in results]
-    if extra:
-        out += ["", "## Longer single-seed runs (`--extra`)", "",
-                ("The main settings leave ITNet short of its targets; these runs (seed 0, same settings otherwise) show "
-                "what more epochs give."), "", "| run | epochs | test metric | at 4x grid | CPU s |", "|---|---|---|---|---|"]
-        for n, r in extra:
-            metric = "test_rel_l2" if "test_rel_l2" in r["test"] else "test_accuracy"
-            value = r["test"][metric]
-            fine = r.get("test_4x", {}).get(metric)
-            out.append(f"| {n} | {r['config']['epochs']} | {metric[5:]} {value:.4g} | "
-                       f"{'-' if fine is None else f'{fine:.4g}'} | {r['cpu_seconds']:.0f} |")
     out += ["", "## Commands", "", ("Each run is the command below with `--out DIR` its run directory, then "
             "`itnet eval DIR` (and `itnet eval DIR --resolution R` at 4x for the operator tasks)."), "", "```"]
-    out += [command(c, "DIR") for n, c in list(runs) + list(EXTRA.items()) if n in results]
+    out += [command(c, "DIR") for n, c in runs if n in results]
     out += ["```"]
     if missing:
         out += ["", "## Not finished", "", "These runs did not finish in the session's time: "
@@ -268,11 +278,10 @@ if __name__ == "__main__":
     parser.add_argument("--report", action="store_true", help="only write EXPERIMENTS.md from the JSON results")
     parser.add_argument("--reevaluate", action="store_true",
                         help="recompute the operator runs' 4x-grid evaluations from their checkpoints, then report")
-    parser.add_argument("--extra", action="store_true", help="run the longer single-seed runs (EXTRA)")
     parser.add_argument("--dry-run", action="store_true", help="1 epoch on 64 examples, into a temporary directory")
     args = parser.parse_args()
     results_dir, runs_dir = RESULTS, args.runs
-    runs = [(n, c) for n, c in (EXTRA.items() if args.extra else plan()) if args.only in n]
+    runs = [(n, c) for n, c in plan() if args.only in n]
     if args.dry_run:
         tmp = tempfile.mkdtemp(prefix="itnet-experiments-")
         results_dir, runs_dir = os.path.join(tmp, "results"), os.path.join(tmp, "runs")
