@@ -14,7 +14,9 @@ position and the content. The positions from the encoder are carried unchanged t
 import numpy as np
 
 from ..autograd import ops
-from ..errors import ConfigError
+from ..autograd.backend import xp_of
+from ..autograd.tensor import Tensor
+from ..errors import ConfigError, ShapeError, describe
 from ..nn.init import _generator
 from ..nn.layers import MLP, Dropout, LayerNorm, Linear, ModuleList, _dtype
 from ..nn.module import Module
@@ -85,14 +87,34 @@ class ITNet(Module):
         self.norm = LayerNorm(config.width, dtype=dtype) if config.final_norm else None
         self.head = Linear(config.width, int(out_features), dtype=dtype, rng=_seed(rng))
 
-    def forward(self, *inputs):
-        x, positions, *weights = self.encoder(*inputs)
-        weights = weights[0] if weights else None
+    def forward(self, *inputs, weights=None):
+        """``model(*inputs, weights=None)``: ``weights`` (N,) or (B, N), >= 0, in the model's dtype, are
+        quadrature weights of the points (the measure: w_j in sum_j w_j K_ij V f_j), multiplying the
+        encoder's own (padding) weights; they reach every block and the pooling. Points at uneven
+        spacing carry their cell widths, so a model trained on a uniform grid integrates correctly
+        elsewhere; a point with weight 2 counts as the same point given twice."""
+        x, positions, *own = self.encoder(*inputs)
+        weights = _combine(own[0] if own else None, weights, x.shape[:2], x.dtype)
         for block in self.blocks:
             x = block(x, positions, weights)
         if self.task == "classify":
             x = pool(x, weights)
         return self.head(x if self.norm is None else self.norm(x))
+
+
+def _combine(own, weights, shape, dtype):
+    """The encoder's weights (B, N) or None times the caller's (N,) / (B, N) or None, checked."""
+    if weights is None:
+        return own
+    data = weights.data if isinstance(weights, Tensor) else weights
+    B, N = shape
+    if getattr(data, "dtype", None) != dtype or tuple(getattr(data, "shape", ())) not in ((N,), (B, N)):
+        raise ShapeError(f"ITNet: weights must be a {np.dtype(dtype)} array of shape ({N},) or ({B}, {N}) "
+                         f"(one per point), got {describe(data)}")
+    if not bool((data >= 0).all()):
+        raise ConfigError("ITNet: weights must be >= 0 (quadrature weights of a measure)")
+    data = xp_of(data).broadcast_to(data, (B, N))
+    return data if own is None else own * data
 
 
 def pool(x, weights=None):

@@ -3,9 +3,9 @@
     python tests/gpu/nvcc_check.py                    # sm_80 and sm_90, a markdown table on stdout
     python tests/gpu/nvcc_check.py --arch sm_90 --markdown resources.md
 
-Each ``gpu/*.cu`` is compiled on its own, once per architecture, the compiles running side by side
-(one per CPU core; the table keeps file and architecture order) (``nvcc -std=c++17 -c -DITNET_INSTANTIATE -Xptxas -v``): the
-define makes a file instantiate its kernel templates for every shape it supports, so a syntax or
+Each ``gpu/*.cu`` is compiled on its own, once per architecture (``nvcc -std=c++17 -c
+-DITNET_INSTANTIATE -Xptxas -v``), the compiles running side by side, one per CPU core (the table
+keeps file and architecture order). The define makes a file instantiate its kernel templates for every shape it supports, so a syntax or
 type error anywhere in a template body fails here, on a machine with nvcc and no GPU (CI's). ptxas
 then prints, per kernel, its registers per thread, static shared memory, stack frame and spills;
 the table lists them (kernel names demangled with c++filt when it exists). Exit status 1 when a

@@ -227,3 +227,37 @@ def test_final_norm_off_reads_the_stream():
     with_norm(x, positions)
     np.testing.assert_allclose(features[1].mean(-1), 0.0, atol=1e-12)   # LN (weight 1, bias 0 at init)
     assert np.abs(features[0].mean(-1)).max() > 1e-3      # not layer-normed: the channel means are not 0
+
+
+@pytest.mark.parametrize("task, source", [("regress", "stream"), ("regress", "norm"), ("classify", "norm")])
+def test_weights_are_a_measure_a_weight_of_two_is_a_point_given_twice(task, source):
+    """ITNet(..., weights=w): the same outputs as the unweighted model on the point set in which
+    every point j appears w_j times (w_j in {1, 2, 3}): at every original point (regression), or
+    pooled (classification). The duplicates carry the same position and value, so the identity is
+    exact, whatever the weights do inside; float64."""
+    rng = np.random.default_rng(11)
+    config = models.ITNetConfig.named("tiny", source=source, final_norm=source == "norm")
+    net = models.itnet_for_functions(1, 3, config, task=task, rng=0, dtype=np.float64)
+    N = 7
+    positions = np.sort(rng.random(N))[None, :, None]
+    values = rng.standard_normal((2, N, 1))
+    counts = np.array([1, 2, 1, 3, 1, 1, 2])
+    repeated = np.repeat(np.arange(N), counts)
+    weighted = net(values, positions, weights=counts.astype(np.float64)).numpy()
+    given_twice = net(values[:, repeated], positions[:, repeated]).numpy()
+    if task == "regress":
+        first = np.searchsorted(repeated, np.arange(N))     # each original point's first copy
+        given_twice = given_twice[:, first]
+    np.testing.assert_allclose(weighted, given_twice, rtol=1e-12, atol=1e-13)
+    assert not np.allclose(weighted, net(values, positions).numpy(), atol=1e-6)   # the weights matter
+
+
+def test_weights_errors():
+    net = models.itnet_for_functions(1, 1, models.ITNetConfig.named("tiny"), rng=0)
+    x, p = np.zeros((2, 5, 1), np.float32), np.linspace(0, 1, 5, dtype=np.float32)[None, :, None]
+    with pytest.raises(ShapeError, match=r"weights must be a float32 array of shape \(5,\) or \(2, 5\).*got shape \(4,\)"):
+        net(x, p, weights=np.ones(4, np.float32))
+    with pytest.raises(ShapeError, match="got shape \\(5,\\) float64"):
+        net(x, p, weights=np.ones(5))
+    with pytest.raises(ConfigError, match="weights must be >= 0"):
+        net(x, p, weights=-np.ones(5, np.float32))
