@@ -5,8 +5,8 @@
 
 Each ``gpu/*.cu`` is compiled on its own, once per architecture (``nvcc -std=c++17 -c
 -DITNET_INSTANTIATE -Xptxas -v``), the compiles running side by side, one per CPU core (the table
-keeps file and architecture order). The define makes a file instantiate its kernel templates for every shape it supports, so a syntax or
-type error anywhere in a template body fails here, on a machine with nvcc and no GPU (CI's). ptxas
+keeps file and architecture order). The define makes a file instantiate its kernel templates for
+every shape it supports, so a syntax or type error anywhere in a template body fails here, on a machine with nvcc and no GPU (CI's). ptxas
 then prints, per kernel, its registers per thread, static shared memory, stack frame and spills;
 the table lists them (kernel names demangled with c++filt when it exists). Exit status 1 when a
 compile fails or a file instantiates no kernel (and, with ``--fail-on-spills``, when a kernel
