@@ -52,11 +52,10 @@ def parse(argv=None):
 
 def no_gpu_reason():
     """'' when CuPy sees a device and numba.cuda can launch kernels, else why not (in words)."""
-    from itnet_np.autograd.backend import cupy_module, gpu_available
-    if cupy_module() is None:
-        return "cupy is not installed (pip install 'itnet-np[gpu]')"
-    if not gpu_available():
-        return "cupy sees no CUDA device"
+    from itnet_np.autograd.backend import why_no_gpu
+    why = why_no_gpu()
+    if why:
+        return why
     try:
         from numba import cuda
         if not cuda.is_available():

@@ -64,11 +64,10 @@ def parse(argv=None):
 
 def no_gpu_reason():
     """'' when CuPy sees a device of compute capability 8.0 or newer, else why not (in words)."""
-    from itnet_np.autograd.backend import cupy_module, gpu_available
-    if cupy_module() is None:
-        return "cupy is not installed (pip install 'itnet-np[gpu]')"
-    if not gpu_available():
-        return "cupy sees no CUDA device"
+    from itnet_np.autograd.backend import why_no_gpu
+    why = why_no_gpu()
+    if why:
+        return why
     from itnet_np.gpu.plan_cupy import device_problem
     return device_problem()
 

@@ -30,9 +30,9 @@ REQUIRE_GPU = os.environ.get("ITNET_REQUIRE_GPU", "0") not in ("", "0")
 
 def pytest_runtest_setup(item):
     if item.get_closest_marker("gpu") is not None:
-        from itnet_np.autograd.backend import cupy_module, gpu_available
-        if not gpu_available():
-            why = ("cupy is not installed" if cupy_module() is None else "cupy sees no CUDA device")
+        from itnet_np.autograd.backend import why_no_gpu
+        why = why_no_gpu()
+        if why:
             (pytest.fail if REQUIRE_GPU else pytest.skip)(f"gpu test: {why} (ITNET_REQUIRE_GPU=1 makes this fail)")
 
 

@@ -52,7 +52,10 @@ def gpu_available():
         return False
 
 
-def _why_no_gpu():
+def why_no_gpu():
+    """'' when a GPU is usable (gpu_available()), else why not, in words, with what to install."""
+    if gpu_available():
+        return ""
     return ("cupy is not installed (pip install 'itnet-np[gpu]': cupy-cuda12x and numba-cuda; "
             "'itnet-np[gpu13]' for CUDA 13)" if cupy_module() is None
             else "cupy is installed but sees no CUDA device")
@@ -67,7 +70,7 @@ def to_device(array, device):
     if device == "cpu":
         return array.get()
     if not gpu_available():
-        raise DeviceError("to('cuda') needs CuPy and a CUDA GPU; " + _why_no_gpu())
+        raise DeviceError("to('cuda') needs CuPy and a CUDA GPU; " + why_no_gpu())
     return cupy_module().asarray(array)
 
 
@@ -91,7 +94,7 @@ def default_rng(seed=None, device="cpu"):
     """A random generator for ``device``."""
     if device == "cuda":
         if not gpu_available():
-            raise DeviceError("default_rng(device='cuda') needs CuPy and a CUDA GPU; " + _why_no_gpu())
+            raise DeviceError("default_rng(device='cuda') needs CuPy and a CUDA GPU; " + why_no_gpu())
         return cupy_module().random.default_rng(seed)
     return np.random.default_rng(seed)
 

@@ -39,6 +39,17 @@ def test_cuda_generator_and_cuda_load_name_the_gpu_extra(tmp_path):
         itn.load(path, device="cuda")
 
 
+def test_why_no_gpu_is_empty_exactly_when_a_gpu_is_usable(monkeypatch):
+    """The one reason the engine, the gpu test marker and the device scripts give for a missing GPU."""
+    if not backend.gpu_available():
+        assert "cupy" in backend.why_no_gpu()
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    assert backend.why_no_gpu() == ""
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    monkeypatch.setattr(backend, "cupy_module", lambda: None)
+    assert backend.why_no_gpu().startswith("cupy is not installed (pip install 'itnet-np[gpu]'")
+
+
 def test_load_device_argument(tmp_path):
     path = tmp_path / "c.npz"
     itn.save(path, {"w": np.arange(3.0), "flags": np.array([True, False]), "name": "x"})
