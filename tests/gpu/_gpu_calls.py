@@ -46,8 +46,8 @@ def decay_op(backend, **kw):
     return T.IntegralTransform(4, 4, kernel, normalization="none", backend=backend, rng=1, dtype=F64, **kw)
 
 
-def captured_call(op, x):
-    """The TransformCall ``op(x)`` hands its backend (through a recording backend)."""
+def captured_call(op, x, **kw):
+    """The TransformCall ``op(x, **kw)`` hands its backend (through a recording backend)."""
     seen = []
 
     def record(call):
@@ -57,7 +57,7 @@ def captured_call(op, x):
     old = op.backend
     try:
         op.backend = "_record"
-        op(x)
+        op(x, **kw)
     finally:
         op.backend = old
         planner._BACKENDS.pop("_record")       # registered for this capture only

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from _gpu_calls import dot_op, not_numpy
+from _gpu_calls import captured_call, dot_op, not_numpy
 from itnet_np.gpu import plan_cupy
 
 import itnet_np as itn
@@ -22,24 +22,6 @@ from itnet_np.transform.kernels.base import Projection
 
 NUMPY_REASON = "the data are NumPy arrays; the 'cupy' backend needs CuPy float16 arrays on a GPU"
 H100_SHARED = 232448          # bytes per block with the opt-in (sm_90); sm_80: 166912, sm_86 / sm_89: 101376
-
-
-def record(op, x, **kw):
-    """The TransformCall ``op(x, **kw)`` hands its backend."""
-    seen = []
-
-    def capture(call):
-        seen.append(call)
-        return planner.dense(call)
-    T.register_backend("_capture", capture)
-    old = op.backend
-    try:
-        op.backend = "_capture"
-        op(x, **kw)
-    finally:
-        op.backend = old
-        planner._BACKENDS.pop("_capture")
-    return seen[-1]
 
 
 def half(call):
@@ -86,7 +68,7 @@ def test_numpy_data_decline_and_auto_keeps_numba():
 
 
 def test_float32_device_data_decline_naming_the_cuda_backend():
-    call = not_numpy(record(attention(), x_of(5)))
+    call = not_numpy(captured_call(attention(), x_of(5)))
     answer = plan_cupy.plan(call)
     assert isinstance(answer, planner.Decline)
     assert answer.reason == ("float32 data: the tensor-core kernels take float16; backend 'cuda' runs float32 "
@@ -97,7 +79,7 @@ def test_without_cupy_a_float16_call_declines_naming_the_gpu_extra():
     from itnet_np.autograd.backend import gpu_available
     if gpu_available():
         pytest.skip("CuPy sees a GPU here")
-    answer = plan_cupy.plan(half(record(attention(), x_of(5))))
+    answer = plan_cupy.plan(half(captured_call(attention(), x_of(5))))
     assert isinstance(answer, planner.Decline)
     assert "pip install 'itnet-np[gpu]'" in answer.reason and "cupy" in answer.reason
 
@@ -107,7 +89,7 @@ def test_an_old_device_declines_naming_its_compute_capability(monkeypatch):
     fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(Device=lambda: device))
     from itnet_np.gpu import _rawmodule
     monkeypatch.setattr(_rawmodule, "cupy", lambda: fake_cupy)
-    answer = plan_cupy.plan(half(record(attention(), x_of(5))))
+    answer = plan_cupy.plan(half(captured_call(attention(), x_of(5))))
     assert isinstance(answer, planner.Decline)
     assert answer.reason.startswith("compute capability 7.5: the tensor-core kernels need 8.0 or newer")
 
@@ -120,7 +102,7 @@ def test_an_old_device_declines_naming_its_compute_capability(monkeypatch):
 ])
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_float16_softmax_attention_on_an_index_band_is_accepted(fake_device, support, window, words, head_dim):
-    answer = plan_cupy.plan(half(record(attention(head_dim, support=support, window=window), x_of(9))))
+    answer = plan_cupy.plan(half(captured_call(attention(head_dim, support=support, window=window), x_of(9))))
     assert isinstance(answer, planner.Plan), answer
     assert answer.backend == "cupy" and answer.pays
     assert answer.note == f"tensor-core FlashAttention-2 (mma.sync, float16, 128 x 64 tiles) over {words}"
@@ -135,30 +117,30 @@ def _decline(call):
 @pytest.mark.usefixtures("fake_device")
 def test_every_option_the_attention_kernel_lacks_is_declined_in_words():
     x = x_of(6)
-    assert _decline(half(record(attention(normalization="sum"), x))).startswith(
+    assert _decline(half(captured_call(attention(normalization="sum"), x))).startswith(
         "normalization='sum': the tensor-core attention runs 'softmax' only")
-    assert _decline(half(record(attention(normalization="none"), x))).startswith("normalization='none'")
-    assert _decline(half(record(attention(position_bias="alibi"), x))).startswith(
+    assert _decline(half(captured_call(attention(normalization="none"), x))).startswith("normalization='none'")
+    assert _decline(half(captured_call(attention(position_bias="alibi"), x))).startswith(
         "DotProductKernel with position_bias='alibi'")
-    assert _decline(half(record(attention(support="strict_causal"), x))).startswith(
+    assert _decline(half(captured_call(attention(support="strict_causal"), x))).startswith(
         "a support that is not an index band on the integer grid")
-    assert _decline(half(record(attention(), x, mask=np.tril(np.ones((6, 6), bool))))).startswith("a user mask")
-    assert _decline(half(record(attention(quadrature="mean"), x))).startswith(
+    assert _decline(half(captured_call(attention(), x, mask=np.tril(np.ones((6, 6), bool))))).startswith("a user mask")
+    assert _decline(half(captured_call(attention(quadrature="mean"), x))).startswith(
         "quadrature weights: under softmax they fold into a log-weight key column")
     bias = np.zeros((6, 6), np.float32)
-    assert _decline(half(record(attention(), x, score_bias=bias))).startswith("a score_bias")
-    assert _decline(half(record(attention(head_dim=32), x))) == "head dim 32 (the tensor-core tiles take 64 or 128)"
-    assert _decline(half(record(attention(value_dim=32), x))) == (
+    assert _decline(half(captured_call(attention(), x, score_bias=bias))).startswith("a score_bias")
+    assert _decline(half(captured_call(attention(head_dim=32), x))) == "head dim 32 (the tensor-core tiles take 64 or 128)"
+    assert _decline(half(captured_call(attention(value_dim=32), x))) == (
         "values of width 32 with head dim 64 (the kernels' V tile has the q, k width)")
 
 
 def test_a_device_with_too_little_shared_memory_declines_with_the_tile_sizes(monkeypatch):
     monkeypatch.setattr(plan_cupy, "device_problem", lambda: "")
     monkeypatch.setattr(plan_cupy, "device_shared_limit", lambda: 48 * 1024)
-    call = half(record(attention(head_dim=128), x_of(6)))
+    call = half(captured_call(attention(head_dim=128), x_of(6)))
     assert _decline(call) == ("attention_tiles: the backward at head_dim=128 needs at least 74240 bytes of shared "
                               "memory per block (tiles 64 x 64, 1 stage(s)); this device allows 49152")
-    assert isinstance(plan_cupy.plan(half(record(attention(head_dim=64), x_of(6)))), planner.Plan)
+    assert isinstance(plan_cupy.plan(half(captured_call(attention(head_dim=64), x_of(6)))), planner.Plan)
 
 
 def mlp(**kw):
@@ -174,7 +156,7 @@ def half_mlp(call):
 
 @pytest.mark.usefixtures("fake_device")
 def test_mlp_kernel_goes_to_the_mlp_module_when_it_imports(monkeypatch):
-    call = half_mlp(record(mlp(support="causal"), x_of(7)))
+    call = half_mlp(captured_call(mlp(support="causal"), x_of(7)))
     monkeypatch.setitem(sys.modules, plan_cupy.MLP_MODULE, None)            # import raises ImportError
     reason = _decline(call)
     assert reason.startswith("the tensor-core MLP kernel is not available (itnet_np.gpu.mlp_cupy.cupy_mlp: ")
@@ -192,7 +174,7 @@ def test_mlp_kernel_goes_to_the_mlp_module_when_it_imports(monkeypatch):
     ran, args, kw = answer.run()                    # the arguments of gpu.engine_ops.cuda_mlp
     assert ran == "ran" and len(args) == 9 and kw["causal"] is True and kw["normalization"] == "softmax"
     assert set(kw) == {"act", "causal", "window", "mask", "normalization", "ranges"}
-    assert _decline(half_mlp(record(mlp(activation=lambda z: itn.tanh(z)), x_of(7)))).startswith("MLPKernel activation 'a callable'")
+    assert _decline(half_mlp(captured_call(mlp(activation=lambda z: itn.tanh(z)), x_of(7)))).startswith("MLPKernel activation 'a callable'")
 
 
 @pytest.mark.usefixtures("fake_device")
@@ -200,7 +182,7 @@ def test_other_kernels_decline():
     kernel = T.SelectiveKernel(8, 2, state_dim=3, rng=0, dtype=np.float32)
     op = T.IntegralTransform(8, 8, kernel, normalization="none", backend="dense", rng=1, dtype=np.float32,
                              support="causal")
-    call = not_numpy(record(op, x_of(5)))
+    call = not_numpy(captured_call(op, x_of(5)))
     assert _decline(call) == "SelectiveKernel (tensor-core kernels: DotProductKernel, MLPKernel)"
 
 
@@ -213,7 +195,7 @@ def test_the_real_mlp_module_is_asked_with_its_own_signature():
     except ImportError:
         pytest.skip("gpu/mlp_cupy.py is not importable here")
     for kw in ({"support": "causal"}, {"window": 3}, {"normalization": "sum"}):
-        answer = plan_cupy.plan(half_mlp(record(mlp(**kw), x_of(7))))
+        answer = plan_cupy.plan(half_mlp(captured_call(mlp(**kw), x_of(7))))
         assert isinstance(answer, planner.Plan) or answer.reason.startswith("MLPKernel: "), answer
 
 
