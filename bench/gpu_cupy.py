@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -119,24 +118,6 @@ def run_tests(clock, results):
         results["pytest_gpu"] = {"returncode": None, "summary": f"timed out after {limit:.0f} s"}
 
 
-@contextmanager
-def poisoned(cp):
-    """cupy.empty / empty_like return arrays filled with 0xFF bytes (NaN in float16, bfloat16, float32)."""
-    made = cp.empty, cp.empty_like
-
-    def filled(make):
-        def make_poisoned(*args, **kw):
-            x = make(*args, **kw)
-            x.view(cp.uint8).fill(255)
-            return x
-        return make_poisoned
-    cp.empty, cp.empty_like = filled(made[0]), filled(made[1])
-    try:
-        yield
-    finally:
-        cp.empty, cp.empty_like = made
-
-
 def torch_module():
     try:
         import torch
@@ -176,6 +157,7 @@ def parity_case(cp, torch, precision, B, H, n, m, d, causal, window):
         error_problems,
         flash_backward,
         flash_forward,
+        poisoned_allocations,
         reference,
     )
 
@@ -187,7 +169,7 @@ def parity_case(cp, torch, precision, B, H, n, m, d, causal, window):
     arrays = [x.astype(cp.float16) for x in normal] if precision == "float16" else [bfloat16_bits(x) for x in normal]
     scale = 1 / math.sqrt(d)
     kw = {"scale": scale, "causal": causal, "window": window, "precision": precision}
-    with poisoned(cp):
+    with poisoned_allocations(cp):
         out, lse = flash_forward(*arrays[:3], **kw)
         dq, dk, dv = flash_backward(*arrays[:3], out, lse, arrays[3], **kw)
     got = {"out": value(out), "lse": lse.astype(cp.float64), "dq": value(dq), "dk": value(dk), "dv": value(dv)}

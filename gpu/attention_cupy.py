@@ -49,6 +49,7 @@ Importing this module imports no CuPy (the kernels load through _rawmodule on fi
 argument checks and the tile choice are plain Python, tested on the CPU.
 """
 import math
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -58,7 +59,7 @@ from itnet_np.errors import ConfigError, DTypeError, ShapeError, describe
 from itnet_np.transform.fused._arguments import window_of
 
 __all__ = ["Tiles", "attention_tiles", "bfloat16_bits", "bfloat16_values", "cupy_attention", "error_problems",
-           "flash_backward", "flash_forward", "reference", "tiles_of"]
+           "flash_backward", "poisoned_allocations", "flash_forward", "reference", "tiles_of"]
 
 SOURCE = "attention_mma.cu"
 HEAD_DIMS = (64, 128)
@@ -385,6 +386,26 @@ def reference(q, k, v, dout, scale, causal=False, window=None):
     qk = xp.abs(q) @ xp.abs(xp.swapaxes(k, -1, -2))
     s = scale * float(qk.max()) if qk.size else 0.0
     return want, bounds, 2.0 ** -23 * (n + m + d * (1 + s))
+
+
+@contextmanager
+def poisoned_allocations(cp):
+    """Inside the block, ``cp.empty`` / ``cp.empty_like`` return arrays filled with 0xFF bytes (NaN in
+    float16, bfloat16 and float32), so an output element a kernel does not write shows as a NaN that
+    ``error_problems`` reports; the two functions are restored on exit."""
+    made = cp.empty, cp.empty_like
+
+    def filled(make):
+        def make_poisoned(*args, **kw):
+            x = make(*args, **kw)
+            x.view(cp.uint8).fill(255)
+            return x
+        return make_poisoned
+    cp.empty, cp.empty_like = filled(made[0]), filled(made[1])
+    try:
+        yield
+    finally:
+        cp.empty, cp.empty_like = made
 
 
 def error_problems(got, want, bounds, slack, precision):

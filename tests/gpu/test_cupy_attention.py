@@ -42,6 +42,7 @@ from itnet_np.gpu.attention_cupy import (
     check_saved,
     error_problems,
     forward_shared_bytes,
+    poisoned_allocations,
     precision_of,
     reference,
     tiles_of,
@@ -388,18 +389,22 @@ def cp():
     return cupy_module()
 
 
+def test_poisoned_allocations_fill_nan_bytes_and_restore():
+    """With a NumPy stand-in for CuPy: inside the block every empty / empty_like array is all NaN
+    (float16 and float32 alike); after it, the original functions are back."""
+    import types
+    fake = types.SimpleNamespace(empty=np.empty, empty_like=np.empty_like, uint8=np.uint8)
+    with poisoned_allocations(fake):
+        assert np.isnan(fake.empty((3, 4), np.float32)).all()
+        assert np.isnan(fake.empty_like(np.zeros(5, np.float16))).all()
+    assert fake.empty is np.empty and fake.empty_like is np.empty_like
+
+
 @pytest.fixture
-def poisoned(cp, monkeypatch):
-    """Every cupy.empty / empty_like comes back filled with 0xFF bytes (NaN in float16, bfloat16 and
-    float32), so an output element a kernel does not write shows as NaN."""
-    def filled(make):
-        def make_poisoned(*args, **kw):
-            x = make(*args, **kw)
-            x.view(cp.uint8).fill(255)
-            return x
-        return make_poisoned
-    monkeypatch.setattr(cp, "empty", filled(cp.empty))
-    monkeypatch.setattr(cp, "empty_like", filled(cp.empty_like))
+def poisoned(cp):
+    """Every cupy.empty / empty_like comes back filled with NaN bytes (attention_cupy.poisoned_allocations)."""
+    with poisoned_allocations(cp):
+        yield
 
 
 def torch_errors(cp, precision, raw, scale, keep, want):
