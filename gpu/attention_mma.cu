@@ -219,6 +219,21 @@ FLASH_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: 
 template <int N> FLASH_DEVICE void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
 #endif  // ITNET_HOST_EMULATION
 
+// One step of a double-buffered tile loop: with two stages and a tile after t, start copying tile t + 1
+// into the other stage and wait only for tile t's group; otherwise wait for every group. Then a
+// barrier, so that tile t is in shared memory for the whole block.
+template <int STAGES, class Load>
+FLASH_DEVICE void next_tile_ready(int t, int t_hi, int stage, Load& load) {
+    if (STAGES == 2 && t + 1 < t_hi) {
+        load(t + 1, stage ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 // ---------------------------------------------------------------------------- shared-memory tiles
 // Byte offset of 16-byte chunk `chunk` of row `row` in a tile whose rows hold CH chunks: the chunk
 // index XOR the row's low three bits, so 8 consecutive rows read at one logical chunk land in 8
@@ -379,14 +394,7 @@ attention_forward(const elem* __restrict__ q, const elem* __restrict__ k, const 
 
     for (int t = t_lo; t < t_hi; ++t) {
         const int stage = STAGES == 2 ? (t - t_lo) & 1 : 0;
-        if (STAGES == 2 && t + 1 < t_hi) {                 // prefetch the next tile, wait for this one
-            load_kv(t + 1, stage ^ 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        next_tile_ready<STAGES>(t, t_hi, stage, load_kv);     // prefetch the next tile, wait for this one
         const unsigned sK = kv_tile(stage), sV = sK + TILE_KV;
 
         // S = Q K^T (16 x BC per warp)
@@ -613,14 +621,7 @@ attention_backward(const elem* __restrict__ q, const elem* __restrict__ k, const
     };
     for (int t = t_lo; t < t_hi; ++t) {
         const int stage = STAGES == 2 ? (t - t_lo) & 1 : 0;
-        if (STAGES == 2 && t + 1 < t_hi) {
-            load_q(t + 1, stage ^ 1);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        next_tile_ready<STAGES>(t, t_hi, stage, load_q);
         const unsigned sQ = stage_base(stage), sdO = sQ + TILE_Q;
         const float* Ls = reinterpret_cast<const float*>(smem + (sQ - sK) + 2 * TILE_Q);
         const float* Ds = Ls + BR;
