@@ -36,6 +36,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
+from ..nn.functional.conv import unfold
 from .baselines import GridCNN, GRUClassifier, ResNetCNN, Transformer
 from .config import ABLATIONS, ITNetConfig
 from .itnet import itnet_for_functions, itnet_for_images, itnet_for_tokens
@@ -136,9 +137,9 @@ def signal_windows(x, positions, window, stride):
         raise ShapeError(f"signal_windows: positions must be ({length}, 1) to match x {x.shape}, got "
                          f"{None if positions is None else np.shape(positions)}")
     left = (window - 1) // 2
-    padded = np.pad(x, ((0, 0), (left, window - 1 - left)))
-    starts = np.arange(0, length, stride)
-    return padded[:, starts[:, None] + np.arange(window)], np.asarray(positions)[starts]
+    padded = np.pad(x, ((0, 0), (left, window - 1 - left)))[:, None]          # (B, 1, L + window - 1)
+    cols = unfold(padded, kernel=(window,), stride=(stride,), dilation=(1,))  # im2col: (B, 1, window, T)
+    return cols[:, 0].transpose(0, 2, 1), np.asarray(positions)[::stride]
 
 
 def _baseline(task, model, data, width, seed):
